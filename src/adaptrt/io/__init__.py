@@ -1,0 +1,1 @@
+"""Reading and writing images, masks, RT structure sets and cohort manifests."""
