@@ -179,7 +179,9 @@ class ResponseLabel:
     responder: bool
 
 
-def response_label(volume_first_mm3: float, volume_followup_mm3: float, threshold: float = 0.2) -> ResponseLabel:
+def response_label(
+    volume_first_mm3: float, volume_followup_mm3: float, threshold: float = 0.2
+) -> ResponseLabel:
     """Label a lesion as responder when its volume fell by at least ``threshold`` (default 20 %).
 
     Parameters

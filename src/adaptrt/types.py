@@ -86,8 +86,7 @@ class Volume:
             raise ValueError(f"direction must be a finite 3x3 matrix, got shape {direction.shape}")
         if not np.allclose(direction.T @ direction, np.eye(3), atol=_ORTHO_TOL):
             raise ValueError(
-                "direction must be orthonormal (columns are unit vectors at right angles); got\n"
-                f"{direction}"
+                f"direction must be orthonormal (columns are unit vectors at right angles); got\n{direction}"
             )
         object.__setattr__(self, "array", _readonly(arr))
         object.__setattr__(self, "spacing", spacing)

@@ -1,0 +1,186 @@
+"""The ``adaptrt`` command: a thin layer over the library.
+
+Exit codes: 0 success; 2 bad input or configuration (a message naming the file, the field and the fix,
+no traceback); 1 internal error (a bug: the traceback is printed so that it can be reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import InputError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
+
+
+def _config_error(exc: Exception, what: str) -> InputError:
+    return InputError(str(exc), field=what, fix="see `adaptrt --help` for the allowed values")
+
+
+# ----------------------------------------------------------------------------- commands
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+    from .simulate.phantom import PhantomConfig
+
+    try:
+        cfg = DemoConfig(
+            seed=args.seed, threshold=args.threshold, phantom=PhantomConfig(n_patients=args.patients)
+        )
+    except ValueError as exc:
+        raise _config_error(exc, "demo configuration") from exc
+    out = run_demo(args.out, cfg, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"demo finished: {out / 'report.html'}")
+    return EXIT_OK
+
+
+def _detect_layout(path: Path) -> str:
+    import csv
+
+    if not path.is_file():
+        raise InputError("manifest not found", path=path, fix="check the path to the CSV file")
+    with path.open(newline="") as fh:
+        header = next(csv.reader(fh), [])
+    return "glioblastoma" if "ttp_months" in [h.strip() for h in header] else "lesions"
+
+
+def _cmd_cohort_check(args: argparse.Namespace) -> int:
+    from .io import manifest as mf
+
+    path = Path(args.manifest)
+    layout = args.layout if args.layout != "auto" else _detect_layout(path)
+    if args.out is not None:
+        from .io.atomic import check_writable
+
+        check_writable(args.out, overwrite=args.overwrite)
+    if layout == "glioblastoma":
+        gcohort = mf.read_glioblastoma_manifest(path)
+        summary = mf.check_glioblastoma_cohort(gcohort, progress=not args.quiet)
+    else:
+        if not 0.0 < args.threshold < 1.0:
+            raise InputError(
+                f"threshold must be in (0, 1), got {args.threshold}",
+                field="--threshold",
+                fix="give a fraction such as 0.2 for 20 %",
+            )
+        cohort = mf.read_manifest(path)
+        summary = mf.check_cohort(cohort, threshold=args.threshold, progress=not args.quiet)
+    print(summary.to_text())
+    if args.out is not None:
+        from .report.run import RunFolder
+
+        config = {"manifest": str(path.resolve()), "layout": layout, "threshold": args.threshold}
+        with RunFolder(
+            args.out,
+            command="adaptrt " + " ".join(sys.argv[1:]),
+            config=config,
+            seed=None,
+            title=f"adaptrt cohort check: {path.name}",
+            overwrite=args.overwrite,
+        ) as run:
+            rows = summary.to_rows()
+            run.write_csv("results/cohort_summary.csv", rows)
+            run.write_json("results/cohort_summary.json", {"text": summary.to_text(), "rows": rows})
+            sec = run.report.section("Cohort")
+            sec.preformatted(summary.to_text())
+            sec.table(rows)
+        print(f"report: {Path(args.out) / 'report.html'}")
+    return EXIT_OK
+
+
+def _cmd_simulate_phantom(args: argparse.Namespace) -> int:
+    from .simulate.phantom import PhantomConfig, write_phantom_cohort
+
+    try:
+        cfg = PhantomConfig(n_patients=args.patients, responder_share=args.responder_share)
+    except ValueError as exc:
+        raise _config_error(exc, "phantom configuration") from exc
+    manifest = write_phantom_cohort(
+        args.out, config=cfg, fmt=args.format, seed=args.seed, overwrite=args.overwrite
+    )
+    print(f"phantom cohort written: {manifest}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="adaptrt",
+        description="AI-guided personalised radiotherapy of brain tumours (response, drift, target studies).",
+    )
+    p.add_argument("--version", action="version", version=f"adaptrt {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    d = sub.add_parser("demo", help="run the main job on the embedded simulated cohort")
+    d.add_argument("--out", default="runs/demo", help="run folder to write (default: runs/demo)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
+    d.add_argument("--patients", type=int, default=4, help="patients in the simulated cohort")
+    d.add_argument(
+        "--threshold", type=float, default=0.2, help="shrinkage that defines response (default 0.2)"
+    )
+    d.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=_cmd_demo)
+
+    c = sub.add_parser("cohort", help="cohort manifests")
+    csub = c.add_subparsers(dest="cohort_command", metavar="ACTION", required=True)
+    cc = csub.add_parser("check", help="validate every row and file of a manifest and summarise the cohort")
+    cc.add_argument("manifest", help="manifest CSV (see docs/manifest.md)")
+    cc.add_argument(
+        "--layout",
+        choices=["auto", "lesions", "glioblastoma"],
+        default="auto",
+        help="manifest layout (default: detected from the columns)",
+    )
+    cc.add_argument(
+        "--threshold", type=float, default=0.2, help="shrinkage that defines response (default 0.2)"
+    )
+    cc.add_argument("--out", default=None, help="also write a run folder with the summary and a report")
+    cc.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    cc.add_argument("--quiet", action="store_true", help="no progress bars")
+    cc.set_defaults(func=_cmd_cohort_check)
+
+    s = sub.add_parser("simulate", help="write simulated cohorts")
+    ssub = s.add_subparsers(dest="simulate_command", metavar="KIND", required=True)
+    sp = ssub.add_parser("phantom", help="a tiny lesion phantom cohort (tests, demos)")
+    sp.add_argument("--out", required=True, help="folder to create")
+    sp.add_argument("--patients", type=int, default=4)
+    sp.add_argument("--responder-share", type=float, default=0.5)
+    sp.add_argument("--format", choices=["dicom", "nifti"], default="dicom")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--overwrite", action="store_true")
+    sp.set_defaults(func=_cmd_simulate_phantom)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``adaptrt`` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except InputError as exc:
+        print(f"adaptrt: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("adaptrt: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(
+            "adaptrt: internal error (a bug in adaptrt, not in your data): please report it with the traceback "
+            "above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
