@@ -59,6 +59,7 @@ def _cmd_cohort_check(args: argparse.Namespace) -> int:
         from .io.atomic import check_writable
 
         check_writable(args.out, overwrite=args.overwrite)
+    summary: mf.CohortSummary | mf.GlioblastomaSummary
     if layout == "glioblastoma":
         gcohort = mf.read_glioblastoma_manifest(path)
         summary = mf.check_glioblastoma_cohort(gcohort, progress=not args.quiet)
