@@ -60,3 +60,18 @@ def test_failed_overwrite_keeps_old_run(tmp_path):
         raise RuntimeError("boom")
     assert (out / "run.json").read_text() == before
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from adaptrt.io.atomic import atomic_file
+
+    with atomic_file(tmp_path / "a.txt") as p:
+        p.write_text("x")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask
+    out = _write_run(tmp_path / "run")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask

@@ -19,6 +19,14 @@ from ..errors import InputError
 __all__ = ["atomic_dir", "atomic_file", "check_writable"]
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; restore at once (mkstemp/mkdtemp create 0600/0700 entries,
+    # which we widen to what open()/mkdir() would have given so that other users and services can read outputs)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     """Raise :class:`InputError` when ``path`` exists and ``overwrite`` is False; return it as a Path."""
     p = Path(path)
@@ -49,6 +57,7 @@ def atomic_file(path: str | os.PathLike[str], *, overwrite: bool = False) -> Ite
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -68,6 +77,7 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = False) -> Iter
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if target.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
             os.replace(target, trash / "old")
