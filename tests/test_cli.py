@@ -230,3 +230,18 @@ def test_bad_threshold_and_config(nifti_cohort_src, tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--patients", "0"]) == 2
     assert "n_patients" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_simulate_glioblastoma_and_digits(tmp_path, capsys):
+    g = tmp_path / "gbm"
+    assert main(["simulate", "glioblastoma", "--out", str(g), "--patients", "2", "--quiet"]) == 0
+    assert main(["cohort", "check", str(g / "manifest.csv"), "--quiet"]) == 0
+    assert "2 patients" in capsys.readouterr().out
+    assert main(["simulate", "glioblastoma", "--out", str(g), "--patients", "2", "--quiet"]) == 2
+    assert main(["simulate", "glioblastoma", "--out", str(tmp_path / "x"), "--patients", "-1"]) == 2
+    assert "n_patients" in capsys.readouterr().err
+    d = tmp_path / "digits"
+    assert main(["simulate", "digits", "--out", str(d), "--n", "5"]) == 0
+    data = np.load(d / "zero_digit_pairs.npz")
+    np.testing.assert_allclose(data["drift"], data["post"] - data["pre"])
+    assert (d / "preview.png").is_file()

@@ -109,6 +109,51 @@ def _cmd_simulate_phantom(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_simulate_glioblastoma(args: argparse.Namespace) -> int:
+    from .simulate.glioblastoma import GlioblastomaConfig, write_glioblastoma_cohort
+
+    try:
+        cfg = GlioblastomaConfig(n_patients=args.patients, antiangiogenic_share=args.antiangiogenic_share)
+    except ValueError as exc:
+        raise _config_error(exc, "glioblastoma configuration") from exc
+    manifest = write_glioblastoma_cohort(
+        args.out, config=cfg, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet
+    )
+    print(f"glioblastoma cohort written: {manifest}")
+    return EXIT_OK
+
+
+def _cmd_simulate_digits(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .io.atomic import atomic_dir
+    from .report.figures import lesion_gallery
+    from .simulate.digits import zero_digit_pairs
+
+    try:
+        pairs = zero_digit_pairs(args.n, size=args.size, seed=args.seed)
+    except ValueError as exc:
+        raise _config_error(exc, "digits configuration") from exc
+    with atomic_dir(args.out, overwrite=args.overwrite) as tmp:
+        np.savez_compressed(
+            tmp / "zero_digit_pairs.npz",
+            pre=pairs.pre,
+            post=pairs.post,
+            drift=pairs.drift,
+            scale=pairs.scale,
+            area_ratio=pairs.area_ratio,
+            source_index=pairs.source_index,
+        )
+        k = min(6, len(pairs.scale))
+        imgs = [*pairs.pre[:k], *pairs.post[:k], *pairs.drift[:k]]
+        titles = [f"pre {i}" for i in range(k)] + [f"post x{s:.2f}" for s in pairs.scale[:k]]
+        titles += [f"drift {i}" for i in range(k)]
+        fig = lesion_gallery(imgs, [np.zeros(pairs.pre.shape[1:], bool)] * len(imgs), titles, ncols=k)
+        fig.savefig(tmp / "preview.png", dpi=90)
+    print(f"zero-digit pairs written: {args.out}/zero_digit_pairs.npz ({len(pairs.scale)} pairs)")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -157,6 +202,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--overwrite", action="store_true")
     sp.set_defaults(func=_cmd_simulate_phantom)
+
+    sg = ssub.add_parser("glioblastoma", help="a glioblastoma cohort at 3 mm (target study)")
+    sg.add_argument("--out", required=True, help="folder to create")
+    sg.add_argument("--patients", type=int, default=30)
+    sg.add_argument("--antiangiogenic-share", type=float, default=0.55)
+    sg.add_argument("--seed", type=int, default=0)
+    sg.add_argument("--overwrite", action="store_true")
+    sg.add_argument("--quiet", action="store_true", help="no progress bar")
+    sg.set_defaults(func=_cmd_simulate_glioblastoma)
+
+    sd = ssub.add_parser("digits", help="the zero-digit toy of Part II (pre/post pairs and drift, .npz)")
+    sd.add_argument("--out", required=True, help="folder to create")
+    sd.add_argument("--n", type=int, default=178, help="number of pairs")
+    sd.add_argument("--size", type=int, default=32, help="image size in pixels")
+    sd.add_argument("--seed", type=int, default=0)
+    sd.add_argument("--overwrite", action="store_true")
+    sd.set_defaults(func=_cmd_simulate_digits)
     return p
 
 
