@@ -7,6 +7,7 @@ no traceback); 1 internal error (a bug: the traceback is printed so that it can 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -25,13 +26,24 @@ def _config_error(exc: Exception, what: str) -> InputError:
 
 
 # ----------------------------------------------------------------------------- commands
+def _lesions_for(patients: int, lesions: int | None) -> int:
+    """Default lesion count for a patient count: the PULSAR cohort's 69 lesions per 39 patients."""
+    if lesions is not None:
+        return lesions
+    return int(min(max(round(patients * 69 / 39), patients), 4 * patients))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
-    from .simulate.phantom import PhantomConfig
+    from .simulate.metastases import MetastasisConfig
 
     try:
+        mcfg = MetastasisConfig(n_patients=args.patients, n_lesions=_lesions_for(args.patients, args.lesions))
         cfg = DemoConfig(
-            seed=args.seed, threshold=args.threshold, phantom=PhantomConfig(n_patients=args.patients)
+            seed=args.seed,
+            threshold=args.threshold,
+            metastases=mcfg,
+            glioblastoma_patients=args.glioblastoma_patients,
         )
     except ValueError as exc:
         raise _config_error(exc, "demo configuration") from exc
@@ -109,6 +121,33 @@ def _cmd_simulate_phantom(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_simulate_metastases(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .simulate.metastases import MetastasisConfig, write_metastasis_cohort
+
+    try:
+        base = load_config(MetastasisConfig, args.config) if args.config else MetastasisConfig()
+        changes: dict[str, object] = {}
+        if args.patients is not None:
+            changes["n_patients"] = args.patients
+            changes["n_lesions"] = _lesions_for(args.patients, args.lesions)
+        elif args.lesions is not None:
+            changes["n_lesions"] = args.lesions
+        for name in ("responder_share", "signature_strength", "biological_noise"):
+            if getattr(args, name) is not None:
+                changes[name] = getattr(args, name)
+        cfg = dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    except ValueError as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise _config_error(exc, "metastasis configuration") from exc
+    manifest = write_metastasis_cohort(
+        args.out, config=cfg, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet
+    )
+    print(f"metastasis cohort written: {manifest} (ground truth in {manifest.parent / 'truth'})")
+    return EXIT_OK
+
+
 def _cmd_simulate_glioblastoma(args: argparse.Namespace) -> int:
     from .simulate.glioblastoma import GlioblastomaConfig, write_glioblastoma_cohort
 
@@ -166,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run the main job on the embedded simulated cohort")
     d.add_argument("--out", default="runs/demo", help="run folder to write (default: runs/demo)")
     d.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
-    d.add_argument("--patients", type=int, default=4, help="patients in the simulated cohort")
+    d.add_argument("--patients", type=int, default=39, help="patients in the simulated cohort (default 39)")
+    d.add_argument("--lesions", type=int, default=None, help="lesions (default: 69 per 39 patients)")
+    d.add_argument(
+        "--glioblastoma-patients", type=int, default=1, help="simulated glioblastoma patients shown (0-4)"
+    )
     d.add_argument(
         "--threshold", type=float, default=0.2, help="shrinkage that defines response (default 0.2)"
     )
@@ -202,6 +245,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--overwrite", action="store_true")
     sp.set_defaults(func=_cmd_simulate_phantom)
+
+    sm = ssub.add_parser("metastases", help="a brain-metastasis (PULSAR) cohort: DICOM + RTSTRUCT + manifest")
+    sm.add_argument("--out", required=True, help="folder to create")
+    sm.add_argument("--config", default=None, help="JSON file of MetastasisConfig settings")
+    sm.add_argument("--patients", type=int, default=None, help="patients (default 39)")
+    sm.add_argument("--lesions", type=int, default=None, help="lesions, 1-4 per patient (default 69)")
+    sm.add_argument("--responder-share", type=float, default=None, help="target share of responders [0, 1]")
+    sm.add_argument(
+        "--signature-strength", type=float, default=None, help="imaging signature of resistant tissue (>= 0)"
+    )
+    sm.add_argument("--biological-noise", type=float, default=None, help="spread of the treatment effect")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--overwrite", action="store_true")
+    sm.add_argument("--quiet", action="store_true", help="no progress bar")
+    sm.set_defaults(func=_cmd_simulate_metastases)
 
     sg = ssub.add_parser("glioblastoma", help="a glioblastoma cohort at 3 mm (target study)")
     sg.add_argument("--out", required=True, help="folder to create")

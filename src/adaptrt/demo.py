@@ -1,26 +1,33 @@
-"""``adaptrt demo``: the main job on the embedded simulated cohort.
+"""``adaptrt demo``: the main job on the embedded simulated cohorts.
 
-The demo writes a simulated cohort exactly as users' data comes (DICOM MR series + RTSTRUCT + manifest),
-reads it back through the same manifest loader and checks that users' data goes through, labels every lesion's
-response, preprocesses the lesions for the 2-D lesion models, and writes a run folder with a report. The study
-sections (response, drift, target) are added to this run as those studies land.
+The demo writes the simulated brain-metastasis cohort exactly as users' data comes (DICOM MR series +
+RTSTRUCT + manifest), reads it back through the manifest loader and checks that users' data goes through,
+labels every lesion's response, shows example lesions with their (simulator-only) radio-resistant
+sub-regions, preprocesses the lesions for the 2-D lesion models, and shows a simulated glioblastoma patient's
+maps. The study sections (response, drift, target) are added to this run as those studies land.
 """
 
 from __future__ import annotations
 
+import csv
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .cohort import FIRST_TIMEPOINT
+from .cohort import FIRST_TIMEPOINT, FOLLOWUP_TIMEPOINT, SECOND_TIMEPOINT, Cohort
 from .errors import InputError
 from .preprocess import PART1_ANGLES, PreprocessConfig, prepare_lesion
+from .report.html import Section
 from .report.run import RunFolder
-from .simulate.phantom import PhantomConfig, write_phantom_cohort
+from .simulate.glioblastoma import GlioblastomaConfig
+from .simulate.metastases import MetastasisConfig
 
 __all__ = ["DemoConfig", "run_demo"]
+
+TIMEPOINTS = (FIRST_TIMEPOINT, SECOND_TIMEPOINT, FOLLOWUP_TIMEPOINT)
 
 
 @dataclass(frozen=True)
@@ -30,18 +37,22 @@ class DemoConfig:
     Attributes
     ----------
     seed
-        Seed of the simulated cohort and of everything random in the run.
+        Seed of the simulated cohorts and of everything random in the run.
     threshold
         Fractional shrinkage at follow-up that defines a responder (0.2 = 20 %).
-    phantom
-        The simulated cohort.
+    metastases
+        The simulated brain-metastasis cohort (default: 39 patients, 69 lesions, as PULSAR).
+    glioblastoma_patients
+        Simulated glioblastoma patients shown in the report (in memory; ``adaptrt simulate glioblastoma``
+        writes a whole cohort).
     preprocess
         Lesion preprocessing (Part I rotations by default).
     """
 
     seed: int = 0
     threshold: float = 0.2
-    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    metastases: MetastasisConfig = field(default_factory=MetastasisConfig)
+    glioblastoma_patients: int = 1
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(angles_deg=PART1_ANGLES))
 
     def __post_init__(self) -> None:
@@ -49,75 +60,197 @@ class DemoConfig:
             raise ValueError(f"seed must be an int >= 0, got {self.seed}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if not (isinstance(self.glioblastoma_patients, int) and 0 <= self.glioblastoma_patients <= 4):
+            raise ValueError(
+                f"glioblastoma_patients must be an int in [0, 4], got {self.glioblastoma_patients}"
+            )
+
+
+def _command() -> str:
+    return " ".join(["adaptrt", *sys.argv[1:]]) if sys.argv and "adaptrt" in sys.argv[0] else "run_demo"
 
 
 def run_demo(
     out: str | Path, config: DemoConfig | None = None, *, overwrite: bool = False, progress: bool = True
 ) -> Path:
-    """Run the demo into the run folder ``out`` and return its path."""
+    """Run the demo into the run folder ``out`` and return its path.
+
+    Parameters
+    ----------
+    out
+        Run folder to create (refused if it exists, unless ``overwrite``).
+    config
+        :class:`DemoConfig`; the default reproduces the PULSAR cohort's size.
+    overwrite
+        Replace an existing run folder once the new one is complete.
+    progress
+        Show progress bars.
+    """
     from .io.manifest import check_cohort, read_manifest
-    from .report.figures import lesion_gallery, volume_trajectories
+    from .simulate.metastases import write_metastasis_cohort
 
     cfg = config or DemoConfig()
-    command = " ".join(["adaptrt", *sys.argv[1:]]) if sys.argv and "adaptrt" in sys.argv[0] else "run_demo"
     with RunFolder(
-        out, command=command, config=cfg, seed=cfg.seed, title="adaptrt demo", overwrite=overwrite
+        out, command=_command(), config=cfg, seed=cfg.seed, title="adaptrt demo", overwrite=overwrite
     ) as run:
-        manifest = write_phantom_cohort(run.file("cohort"), config=cfg.phantom, fmt="dicom", seed=cfg.seed)
+        manifest = write_metastasis_cohort(
+            run.file("cohort"), config=cfg.metastases, seed=cfg.seed, progress=progress
+        )
         cohort = read_manifest(manifest)
         summary = check_cohort(cohort, threshold=cfg.threshold, progress=progress)
         rows = summary.to_rows()
         run.write_csv("results/cohort_summary.csv", rows)
         run.write_json("results/cohort_summary.json", {"text": summary.to_text(), "lesions": rows})
 
-        sec = run.report.section("Cohort")
+        sec = run.report.section("Simulated brain-metastasis cohort")
         sec.text(
-            "A simulated cohort written as DICOM MR series with one RTSTRUCT per patient and time point, then "
-            "read back through the manifest loader that users' data goes through (cohort/manifest.csv)."
+            "A simulated PULSAR-like cohort (adaptrt.simulate.metastases) written as DICOM MR series with one "
+            "RTSTRUCT per patient and time point, then read back through the same manifest loader and checks "
+            "that users' data goes through (cohort/manifest.csv). Ground truth (radio-resistant sub-regions, "
+            "true drift) is in cohort/truth/ and is read here only to draw it."
         )
         sec.preformatted(summary.to_text())
+        _trajectories(run, sec, rows, summary.timepoints, cfg.threshold)
+        _example_lesions(run, sec, cohort, manifest.parent, rows)
+        _preprocessing(run, cohort, cfg.preprocess)
         sec.table(rows, caption="Lesions: GTV volumes (mm³) per time point and response label")
-
-        # volume trajectories from the summary's rows
-        tps = [t for t in summary.timepoints if any(f"volume_{t}_mm3" in r for r in rows)]
-        vols = {
-            f"{r['patient_id']}/{r['lesion_id']}": [float(r[f"volume_{t}_mm3"]) for t in tps] for r in rows
-        }
-        labels = {f"{r['patient_id']}/{r['lesion_id']}": r.get("responder") for r in rows}
-        png = run.save_figure(volume_trajectories(vols, labels, tps), "volume_trajectories")
-        sec.figure(
-            png, caption=f"GTV volume relative to the first MRI; response = shrinkage >= {cfg.threshold:.0%}"
-        )
-
-        imgs: list[np.ndarray] = []
-        masks: list[np.ndarray] = []
-        titles: list[str] = []
-        n_prepared = 0
-        for lesion in cohort.lesions:
-            tp = lesion[FIRST_TIMEPOINT]
-            try:
-                ls = prepare_lesion(tp.load_image(), tp.load_mask(), cfg.preprocess)
-            except InputError as exc:
-                sec.note(f"{lesion.key}: excluded from preprocessing ({exc.problem})")
-                continue
-            n_prepared += 1
-            if len(imgs) < 24:
-                centre = ls.slice_index[len(ls.slice_index) // 2]
-                pick = np.flatnonzero(ls.slice_index == centre)
-                for i in pick[:6]:
-                    imgs.append(ls.image[i])
-                    masks.append(ls.mask[i])
-                    titles.append(f"{lesion.key} z={ls.slice_index[i]} {ls.angle_deg[i]:g}°")
-        pre = run.report.section("Preprocessing for the lesion models")
-        pre.text(
-            f"{n_prepared} lesions cropped around the GTV (margin {cfg.preprocess.margin_mm:g} mm), resampled to "
-            f"{cfg.preprocess.size}×{cfg.preprocess.size}, normalised to [0, 1] "
-            f"({cfg.preprocess.normalisation}), {cfg.preprocess.n_slices} slices each, rotated by "
-            f"{', '.join(f'{a:g}' for a in cfg.preprocess.angles_deg)} degrees (Part I augmentation)."
-        )
-        if imgs:
-            png = run.save_figure(lesion_gallery(imgs, masks, titles), "lesion_slices")
-            pre.figure(
-                png, caption="First-MRI central slices with the GTV (red) and the rotation augmentation"
-            )
+        if cfg.glioblastoma_patients:
+            _glioblastoma(run, cfg)
     return Path(out)
+
+
+def _trajectories(
+    run: RunFolder, sec: Section, rows: list[dict[str, Any]], timepoints: Any, threshold: float
+) -> None:
+    from .report.figures import volume_trajectories
+
+    tps = [t for t in timepoints if any(f"volume_{t}_mm3" in r for r in rows)]
+    vols = {
+        f"{r['patient_id']}/{r['lesion_id']}": [
+            float("nan") if r.get(f"volume_{t}_mm3") is None else float(r[f"volume_{t}_mm3"]) for t in tps
+        ]
+        for r in rows
+    }
+    labels = {f"{r['patient_id']}/{r['lesion_id']}": r.get("responder") for r in rows}
+    png = run.save_figure(volume_trajectories(vols, labels, tps), "volume_trajectories")
+    sec.figure(png, caption=f"GTV volume relative to the first MRI; response = shrinkage >= {threshold:.0%}")
+
+
+def _example_lesions(
+    run: RunFolder, sec: Section, cohort: Cohort, root: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Three responders and three non-responders at the three time points, with their truth sub-regions."""
+    from .io.nifti import read_nifti
+    from .report.figures import lesion_timepoints
+
+    truth_csv = root / "truth" / "lesions.csv"
+    with truth_csv.open(newline="") as fh:
+        truth = {(r["patient_id"], r["lesion_id"]): r for r in csv.DictReader(fh)}
+    label = {(str(r["patient_id"]), str(r["lesion_id"])): r.get("responder") for r in rows}
+    # mid-sized lesions are the easiest to see at this scale
+    lesions = sorted(
+        cohort.lesions,
+        key=lambda le: abs(float(truth[(le.patient_id, le.lesion_id)]["volume_mri1_mm3"]) - 3000.0),
+    )
+    chosen = [le for le in lesions if label.get((le.patient_id, le.lesion_id)) is True][:3]
+    chosen += [le for le in lesions if label.get((le.patient_id, le.lesion_id)) is False][:3]
+    panels = []
+    for le in chosen:
+        t = truth[(le.patient_id, le.lesion_id)]
+        gtv0 = le[FIRST_TIMEPOINT].load_mask()
+        z = int(np.argmax(gtv0.array.sum(axis=(1, 2))))
+        ys, xs = np.nonzero(gtv0.array[z])
+        half = max(int(max(np.ptp(ys), np.ptp(xs)) * 0.8), 12)
+        cy, cx = int(np.mean(ys)), int(np.mean(xs))
+        sl = (z, slice(max(cy - half, 0), cy + half), slice(max(cx - half, 0), cx + half))
+        images, gtvs, truths = [], [], []
+        for tp in TIMEPOINTS:
+            images.append(le[tp].load_image().array[sl])
+            gtvs.append(le[tp].load_mask().array[sl])
+            truths.append(read_nifti(root / t[f"resistant_{tp}"], kind="mask").array[sl])
+        kind = "R" if label[(le.patient_id, le.lesion_id)] else "NR"
+        ratio = float(t["ratio_followup"])
+        panels.append((f"{le.key} {kind} ×{ratio:.2f}", images, gtvs, truths))
+    if panels:
+        png = run.save_figure(lesion_timepoints(panels, list(TIMEPOINTS)), "example_lesions")
+        sec.figure(
+            png,
+            caption="Example lesions (R responder, NR non-responder, ×follow-up/first-MRI volume) at the three "
+            "time points: GTV (red) and the simulator's radio-resistant sub-region (cyan, ground truth that no "
+            "model sees).",
+        )
+
+
+def _preprocessing(run: RunFolder, cohort: Cohort, pcfg: PreprocessConfig) -> None:
+    from .report.figures import lesion_gallery
+
+    imgs: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    titles: list[str] = []
+    excluded: list[str] = []
+    n_prepared = 0
+    for lesion in cohort.lesions:
+        tp = lesion[FIRST_TIMEPOINT]
+        try:
+            ls = prepare_lesion(tp.load_image(), tp.load_mask(), pcfg)
+        except InputError as exc:
+            excluded.append(f"{lesion.key}: {exc.problem}")
+            continue
+        n_prepared += 1
+        if len(imgs) < 24:
+            centre = ls.slice_index[len(ls.slice_index) // 2]
+            for i in np.flatnonzero(ls.slice_index == centre)[:6]:
+                imgs.append(ls.image[i])
+                masks.append(ls.mask[i])
+                titles.append(f"{lesion.key} {ls.angle_deg[i]:g}°")
+    pre = run.report.section("Preprocessing for the lesion models")
+    pre.text(
+        f"{n_prepared} of {len(cohort.lesions)} lesions cropped around the GTV (square box, margin "
+        f"{pcfg.margin_mm:g} mm), resampled to {pcfg.size}×{pcfg.size}, normalised to [0, 1] "
+        f"({pcfg.normalisation}), {pcfg.n_slices} slices each, rotated by "
+        f"{', '.join(f'{a:g}' for a in pcfg.angles_deg)} degrees (Part I augmentation)."
+    )
+    for line in excluded:
+        pre.note(f"excluded: {line}")
+    if imgs:
+        png = run.save_figure(lesion_gallery(imgs, masks, titles), "lesion_slices")
+        pre.figure(png, caption="First-MRI central slices with the GTV (red) and the rotation augmentation")
+
+
+def _glioblastoma(run: RunFolder, cfg: DemoConfig) -> None:
+    from .report.figures import map_panels
+    from .seeding import spawn
+    from .simulate.glioblastoma import simulate_patient
+
+    gcfg = GlioblastomaConfig(n_patients=cfg.glioblastoma_patients)
+    sec = run.report.section("Simulated glioblastoma patients (target study)")
+    sec.text(
+        "Co-registered 3 mm maps of a simulated glioblastoma patient (adaptrt.simulate.glioblastoma): a hidden "
+        "tumour-cell density spreads by a reaction-diffusion law, faster in white matter; its subclinical part "
+        "shows weakly on nADC / nFA and on the coarse MRSI maps (CNI, CCrI) inside the PRESS box only. "
+        "`adaptrt simulate glioblastoma --out DIR` writes a whole cohort as NIfTI + manifest."
+    )
+    rows = []
+    for i, rng in enumerate(spawn(cfg.seed, gcfg.n_patients)):
+        p = simulate_patient(gcfg, i, rng)
+        z = int(np.argmax(p.masks["t2l_progression"].sum(axis=(1, 2))))
+        maps: dict[str, np.ndarray] = {
+            k: p.maps[k][z] for k in ("nT1c", "nFLAIR", "nADC", "nFA", "CNI", "CCrI") if k in p.maps
+        }
+        contours = {
+            "CEL baseline": p.masks["cel_baseline"][z],
+            "T2L baseline": p.masks["t2l_baseline"][z],
+            "T2L progression": p.masks["t2l_progression"][z],
+            "PRESS box": p.masks["press_box"][z],
+        }
+        png = run.save_figure(map_panels(maps, contours, ncols=3), f"glioblastoma_{p.patient_id}")
+        sec.figure(png, caption=f"{p.patient_id} ({p.treatment}, progression at {p.ttp_months:.1f} months)")
+        rows.append(
+            {
+                "patient": p.patient_id,
+                "treatment": p.treatment,
+                "ttp_months": round(p.ttp_months, 2),
+                "resection": p.extent_of_resection,
+            }
+        )
+    sec.table(rows)

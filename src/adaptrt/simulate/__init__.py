@@ -18,17 +18,29 @@ from .glioblastoma import (
     summarise_recurrence,
     write_glioblastoma_cohort,
 )
+from .metastases import (
+    MetastasisConfig,
+    SimulatedLesion,
+    SimulatedPatient,
+    lesion_counts,
+    write_metastasis_cohort,
+)
 from .phantom import PhantomConfig, write_phantom_cohort
 
 __all__ = [
     "DigitPairs",
     "GlioblastomaConfig",
+    "MetastasisConfig",
     "PhantomConfig",
     "RecurrencePattern",
     "SimulatedGlioblastoma",
+    "SimulatedLesion",
+    "SimulatedPatient",
+    "lesion_counts",
     "recurrence_pattern",
     "summarise_recurrence",
     "write_glioblastoma_cohort",
+    "write_metastasis_cohort",
     "write_phantom_cohort",
     "zero_digit_pairs",
 ]
