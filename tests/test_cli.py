@@ -245,3 +245,31 @@ def test_simulate_glioblastoma_and_digits(tmp_path, capsys):
     data = np.load(d / "zero_digit_pairs.npz")
     np.testing.assert_allclose(data["drift"], data["post"] - data["pre"])
     assert (d / "preview.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--patients", "2", "--lesions", "9"], "n_lesions"),
+        (["--responder-share", "1.5"], "responder_share"),
+        (["--signature-strength", "-1"], "signature_strength"),
+    ],
+)
+def test_simulate_metastases_bad_parameters(args, needle, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["simulate", "metastases", "--out", str(out), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_simulate_metastases_refuses_existing_cohort(tmp_path, capsys):
+    out = tmp_path / "m"
+    cfg = tmp_path / "small.json"
+    cfg.write_text('{"n_patients": 1, "n_lesions": 1, "fov": [40, 128, 128], "volume_range_mm3": [50, 2000]}')
+    assert main(["simulate", "metastases", "--out", str(out), "--config", str(cfg), "--quiet"]) == 0
+    assert (out / "manifest.csv").is_file() and (out / "truth" / "lesions.csv").is_file()
+    before = (out / "manifest.csv").read_bytes()
+    assert main(["simulate", "metastases", "--out", str(out), "--config", str(cfg), "--quiet"]) == 2
+    assert "already" in capsys.readouterr().err
+    assert (out / "manifest.csv").read_bytes() == before
