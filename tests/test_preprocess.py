@@ -518,3 +518,20 @@ def test_downsample_mask_block_average():
     assert downsample_mask(stack, 2).shape == (2, 2, 2)
     with pytest.raises(ValueError, match="divides the mask's size"):
         downsample_mask(m, 3)
+
+
+def test_sample_like_reproduces_the_gtv_and_image():
+    from adaptrt.preprocess import PART1_ANGLES, PreprocessConfig, prepare_lesion, sample_like
+    from tests.conftest import sphere_volume
+
+    image, mask = sphere_volume(shape=(12, 40, 40), radius_mm=7.0)
+    cfg = PreprocessConfig(angles_deg=PART1_ANGLES, normalisation="minmax")
+    ls = prepare_lesion(image, mask, cfg)
+    # the GTV carried through sample_like equals the prepared GTV
+    np.testing.assert_array_equal(sample_like(mask, ls, kind="mask"), ls.mask)
+    # an image carried through and min-max normalised over the crop matches the prepared image at 0 degrees
+    raw = sample_like(image, ls, kind="image")
+    assert raw.shape == ls.image.shape and raw.dtype == np.float32
+    zero = ls.angle_deg == 0
+    corr = np.corrcoef(raw[zero].ravel(), ls.image[zero].ravel())[0, 1]
+    assert corr > 0.999

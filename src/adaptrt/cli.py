@@ -121,6 +121,23 @@ def _cmd_simulate_phantom(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_response_run(args: argparse.Namespace) -> int:
+    from .response.run import run_response_study
+    from .response.study import response_config
+
+    changes: dict[str, object] = {"threshold": args.threshold, "seed": args.seed}
+    if args.trials is not None:
+        changes["n_trials"] = args.trials
+    if args.test_size is not None:
+        changes["test_size"] = args.test_size
+    if args.models is not None:
+        changes["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    cfg = response_config(args.profile, **changes)
+    out = run_response_study(args.manifest, args.out, cfg, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"response study finished: {out / 'report.html'} (Table 1: {out / 'results' / 'table1.csv'})")
+    return EXIT_OK
+
+
 def _cmd_simulate_metastases(args: argparse.Namespace) -> int:
     from .config import load_config
     from .simulate.metastases import MetastasisConfig, write_metastasis_cohort
@@ -234,6 +251,26 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     cc.add_argument("--quiet", action="store_true", help="no progress bars")
     cc.set_defaults(func=_cmd_cohort_check)
+
+    r = sub.add_parser("response", help="the response study of Part I")
+    rsub = r.add_subparsers(dest="response_command", metavar="ACTION", required=True)
+    rr = rsub.add_parser("run", help="Table 1 over repeated grouped splits, CAMs, figures")
+    rr.add_argument("--manifest", required=True, help="lesion manifest (mri1, mri2 and followup per lesion)")
+    rr.add_argument("--out", required=True, help="run folder to create")
+    rr.add_argument(
+        "--profile",
+        choices=["quick", "paper"],
+        default="quick",
+        help="quick: 3 trials, 12 epochs; paper: 50 trials, 150 epochs (default quick)",
+    )
+    rr.add_argument("--threshold", type=float, default=0.2, help="shrinkage that defines response (0.2)")
+    rr.add_argument("--trials", type=int, default=None, help="number of 80/20 splits (profile default)")
+    rr.add_argument("--test-size", type=float, default=None, help="test fraction of each split (0.2)")
+    rr.add_argument("--models", default=None, help="comma-separated subset of radiomics,gradients,cam")
+    rr.add_argument("--seed", type=int, default=0)
+    rr.add_argument("--overwrite", action="store_true")
+    rr.add_argument("--quiet", action="store_true", help="no progress bars")
+    rr.set_defaults(func=_cmd_response_run)
 
     s = sub.add_parser("simulate", help="write simulated cohorts")
     ssub = s.add_subparsers(dest="simulate_command", metavar="KIND", required=True)

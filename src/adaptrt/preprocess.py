@@ -57,6 +57,7 @@ __all__ = [
     "prepare_lesion",
     "resample_inplane",
     "rotate_slices",
+    "sample_like",
     "select_slices",
 ]
 
@@ -748,3 +749,43 @@ def prepare_lesion(image: Volume, mask: Volume, config: PreprocessConfig | None 
             or gtv[5] == image.shape[2]
         ),
     )
+
+
+def sample_like(volume: Volume, ref: LesionSlices, *, kind: Literal["mask", "image"]) -> NDArray[Any]:
+    """Put another volume on the pixels of an already prepared lesion.
+
+    Applies ``ref``'s crop box, slices, in-plane resampling and rotations to ``volume`` (on the same grid
+    as the lesion's image), without any intensity normalisation. Used to carry ground-truth sub-regions
+    and voxel maps (e.g. gradient magnitude) into the frame of the 2-D lesion samples.
+
+    Parameters
+    ----------
+    volume
+        ``(z, y, x)`` volume on the grid of the image ``ref`` was prepared from.
+    ref
+        The prepared lesion.
+    kind
+        ``"mask"``: boolean, resampled by area coverage >= 0.5 and rotated like the GTV; ``"image"``: float,
+        bilinear, rotated like the image (outside the crop: 0).
+
+    Returns
+    -------
+    ndarray
+        ``(n, size, size)``: bool for masks, float32 for images, in ``ref``'s sample order.
+    """
+    n = len(ref)
+    size = int(ref.image.shape[1])
+    n_ang = max(1, int(np.sum(ref.slice_index == ref.slice_index[0]))) if n else 1
+    angles = ref.angle_deg[:n_ang]
+    slices = ref.slice_index[::n_ang] - ref.box[0]
+    if kind == "mask":
+        cut = _cut(np.asarray(volume.array) != 0, ref.box, False)
+        m2d = _resample_mask_array(cut[slices], size)
+        _, masks, _ = rotate_slices(np.zeros(m2d.shape, np.float32), m2d, angles)
+        return masks
+    if kind == "image":
+        cut_f = _cut(np.asarray(volume.array, dtype=np.float64), ref.box, 0.0)
+        i2d = _resample_image_array(cut_f[slices], size, order=1)
+        images, _, _ = rotate_slices(i2d, np.zeros(i2d.shape, bool), angles)
+        return images.astype(np.float32)
+    raise ValueError(f"kind must be 'mask' or 'image', got {kind!r}")

@@ -9,6 +9,7 @@ stream), so every trial can be scored on sensitivity and specificity.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,9 +93,15 @@ def grouped_splits(
         for _ in range(_MAX_REDRAWS):
             s = int(rng.integers(2**31 - 1))
             cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=s)
-            train, test = next(iter(cv.split(np.zeros(len(yy)), yy, gg)))
+            with warnings.catch_warnings():
+                # "the least populated class has fewer members than n_splits": expected for small cohorts,
+                # and handled by the both-classes check below
+                warnings.simplefilter("ignore", category=UserWarning)
+                train, test = next(iter(cv.split(np.zeros(len(yy)), yy, gg)))
             if len(np.unique(yy[train])) == 2 and len(np.unique(yy[test])) == 2:
-                splits.append(Split(trial, np.sort(train).astype(np.int64), np.sort(test).astype(np.int64), s))
+                splits.append(
+                    Split(trial, np.sort(train).astype(np.int64), np.sort(test).astype(np.int64), s)
+                )
                 break
         else:
             raise InputError(

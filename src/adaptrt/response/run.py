@@ -1,0 +1,310 @@
+"""``adaptrt response run``: the response study from a manifest to a run folder with Table 1 and figures."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..io.atomic import check_writable
+from ..report.html import Report
+from ..report.run import RunFolder
+from .study import (
+    LesionData,
+    ResponseConfig,
+    ResponseResults,
+    cam_summary,
+    comparisons,
+    prepare_cohort,
+    run_trials,
+    table1,
+    table1_numbers,
+)
+
+__all__ = ["add_report_sections", "run_response_study"]
+
+
+def run_response_study(
+    manifest: str | Path,
+    out: str | Path,
+    config: ResponseConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Run the whole study and write the run folder ``out``; return its path.
+
+    Nothing is written when the manifest, a file it lists, or the cohort's size is bad (an
+    :class:`~adaptrt.errors.InputError` names the problem).
+    """
+    from ..io.manifest import check_cohort, read_manifest
+
+    check_writable(out, overwrite=overwrite)
+    cohort = read_manifest(manifest)
+    check_cohort(cohort, threshold=config.threshold, progress=progress)
+    lesions, notes = prepare_cohort(cohort, config, progress=progress)
+    results = run_trials(lesions, config, progress=progress)
+    command = (
+        " ".join(["adaptrt", *sys.argv[1:]])
+        if sys.argv and "adaptrt" in sys.argv[0]
+        else "run_response_study"
+    )
+    with RunFolder(
+        out,
+        command=command,
+        config=config,
+        seed=config.seed,
+        overwrite=overwrite,
+        title="adaptrt response study (Part I)",
+    ) as run:
+        write_results(run, lesions, notes, results, config)
+        add_report_sections(run, run.report, lesions, notes, results, config)
+    return Path(out)
+
+
+def write_results(
+    run: RunFolder,
+    lesions: Sequence[LesionData],
+    notes: Sequence[str],
+    results: ResponseResults,
+    config: ResponseConfig,
+) -> None:
+    """The study's tables (CSV + JSON) and the trial-0 model checkpoint."""
+    run.write_csv("results/metrics_per_trial.csv", results.metric_rows)
+    run.write_csv("results/predictions.csv", results.prediction_rows)
+    run.write_csv("results/table1.csv", table1(results.metric_rows, test_set="mri2"))
+    run.write_csv("results/table1_mri1.csv", table1(results.metric_rows, test_set="mri1"))
+    numbers = table1_numbers(results.metric_rows)
+    run.write_csv("results/table1_numbers.csv", numbers)
+    comp = comparisons(results.metric_rows, results.splits, seed=config.seed)
+    if comp:
+        run.write_csv("results/comparisons.csv", comp)
+    if results.cam_rows:
+        run.write_csv("results/cam_scores_per_lesion.csv", results.cam_rows)
+        run.write_csv("results/cam_scores.csv", cam_summary(results.cam_rows))
+    run.write_csv(
+        "results/splits.csv",
+        [
+            {
+                "trial": s.trial,
+                "seed": s.seed,
+                "train": " ".join(lesions[i].key for i in s.train),
+                "test": " ".join(lesions[i].key for i in s.test),
+            }
+            for s in results.splits
+        ],
+    )
+    run.write_csv(
+        "results/lesions.csv",
+        [
+            {
+                "lesion": d.key,
+                "patient_id": d.lesion.patient_id,
+                "label": d.label,
+                "ratio": d.ratio,
+                "train_samples": len(d.train),
+                "truth_available": d.truth_mri2 is not None,
+            }
+            for d in lesions
+        ],
+    )
+    run.write_json(
+        "results/summary.json",
+        {
+            "n_lesions": len(lesions),
+            "n_responders": int(sum(d.label for d in lesions)),
+            "n_patients": len({d.lesion.patient_id for d in lesions}),
+            "excluded": list(notes),
+            "n_trials": len(results.splits),
+            "table1": numbers,
+            "comparisons": comp,
+        },
+    )
+    if results.first_model is not None:
+        results.first_model.save(run.file("models/cam_trial00.pt"))
+    if results.history:
+        run.write_csv("results/training_history_trial00.csv", results.history)
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def add_report_sections(
+    run: RunFolder,
+    report: Report,
+    lesions: Sequence[LesionData],
+    notes: Sequence[str],
+    results: ResponseResults,
+    config: ResponseConfig,
+) -> None:
+    """The study's sections of a report (also used by ``adaptrt demo``)."""
+    from . import figures as rf
+
+    n_resp = sum(d.label for d in lesions)
+    sec = report.section("Response study (Part I): protocol")
+    n_train = int(np.mean([len(s.train) for s in results.splits]))
+    n_test = int(np.mean([len(s.test) for s in results.splits]))
+    sec.text(
+        f"Profile {config.profile!r}: {len(lesions)} lesions of {len({d.lesion.patient_id for d in lesions})} "
+        f"patients ({n_resp} responders, {len(lesions) - n_resp} non-responders; response = GTV shrinkage >= "
+        f"{config.threshold:.0%} at follow-up). {len(results.splits)} trials of grouped (by patient), stratified "
+        f"splits, about {n_train} training / {n_test} test lesions each, the same splits for every model. "
+        f"Training: first MRI, {len(config.preprocess.angles_deg)} rotations "
+        f"({', '.join(f'{a:g}' for a in config.preprocess.angles_deg)} degrees) of {config.preprocess.n_slices} "
+        f"slice(s) per lesion; test: second MRI (the paper's test images), no augmentation, dropout off; a "
+        f"lesion's probability is the mean over its slices. Autoencoder + classifier: {config.train.epochs} "
+        f"epochs, batch {config.train.batch_size}, AdamW lr {config.train.lr:g}, mode {config.train.mode}. "
+        "Hyper-parameters are fixed in advance; no model is selected on the test part."
+    )
+    if notes:
+        sec.note(f"{len(notes)} lesion(s) excluded: " + "; ".join(notes))
+
+    t1 = report.section("Table 1: test on the second MRI (mean ± SD over trials)")
+    t1.table(table1(results.metric_rows, test_set="mri2"))
+    t1.text(
+        "The same models tested on the first MRI of the held-out lesions (a prediction before treatment):"
+    )
+    t1.table(table1(results.metric_rows, test_set="mri1"))
+    comp = comparisons(results.metric_rows, results.splits, seed=config.seed)
+    if comp:
+        t1.text(
+            "Paired comparison across trials (CAM model minus the other model): mean difference, bootstrap 95 % "
+            "CI, Nadeau–Bengio corrected resampled t-test (primary; the trials' test sets overlap, so plain tests "
+            "are optimistic) and Wilcoxon signed-rank."
+        )
+        t1.table(
+            [
+                {
+                    "comparison": c["comparison"],
+                    "metric": c["metric"],
+                    "mean diff": c["mean_diff"],
+                    "95% CI": f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]",
+                    "p (corrected t)": c["p_corrected"],
+                    "p (Wilcoxon)": c["p_wilcoxon"],
+                    "n trials": c["n"],
+                }
+                for c in comp
+            ]
+        )
+
+    if results.history:
+        fig_sec = report.section("Autoencoder + classifier (trial 0)")
+        fig_sec.figure(
+            run.save_figure(rf.training_curves(results.history), "training_curves"),
+            caption="Fig. 4B: loss and accuracy per epoch (test curves are for monitoring only)",
+        )
+        model = results.first_model
+        test = [lesions[i] for i in results.splits[0].test][:6]
+        if model is not None and test:
+            x = np.stack([d.test_mri2.image[0] for d in test])
+            m = np.stack([d.test_mri2.mask_bottleneck[0] for d in test])
+            fig_sec.figure(
+                run.save_figure(
+                    rf.reconstructions(x, model.reconstruct(x, m), [d.key for d in test]), "reconstructions"
+                ),
+                caption="Fig. 4A: second-MRI test slices and their reconstructions by the autoencoder",
+            )
+            maps, grads = _bottleneck_and_gradients(model, x[:1], m[:1])
+            fig_sec.figure(
+                run.save_figure(rf.feature_maps(x[0], maps[0], grads[0], test[0].key), "feature_maps"),
+                caption="Fig. 5A: the five masked bottleneck feature maps and the gradient of the class score "
+                "(logit) with respect to them",
+            )
+    if results.example_cams:
+        _cam_sections(run, report, lesions, results)
+
+
+def _bottleneck_and_gradients(model: Any, x: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    net = model.model_
+    net.eval()
+    xt = torch.as_tensor(x, dtype=torch.float32, device=model.device_)[:, None]
+    mt = torch.as_tensor(m, dtype=torch.float32, device=model.device_)[:, None]
+    with torch.enable_grad():
+        out = net(xt, mt)
+        (g,) = torch.autograd.grad(out.logit.sum(), out.bottleneck)
+    return out.bottleneck.detach().cpu().numpy(), g.detach().cpu().numpy()
+
+
+def _cam_sections(
+    run: RunFolder, report: Report, lesions: Sequence[LesionData], results: ResponseResults
+) -> None:
+    from . import figures as rf
+
+    by_key = {d.key: d for d in lesions}
+    sec = report.section("Class activation maps")
+    sec.text(
+        "Every lesion's CAMs come from a model that did not train on it (the first trial in which it was a test "
+        "lesion), on its second-MRI slice, upsampled to 64×64 and masked to the GTV; maps are normalised by "
+        "their maximum (never inverted). POS: the lesion's true class; NEG: the other class."
+    )
+    pick = []
+    for label in (0, 1):
+        pick += [k for k in results.example_cams if by_key[k].label == label][:1]
+    rows = [
+        (
+            f"{k} ({'R' if by_key[k].label else 'NR'})",
+            by_key[k].test_mri2.image[0],
+            by_key[k].test_mri2.mask[0],
+            results.example_cams[k],
+        )
+        for k in pick
+    ]
+    if rows:
+        sec.figure(
+            run.save_figure(rf.cam_examples(rows), "cam_examples"),
+            caption="Fig. 5B: Grad-CAM, Grad-CAM++ and pixel-wise CAM for the true and the other class",
+        )
+    for label, name in ((0, "Group A (non-response)"), (1, "Group B (response)")):
+        keys = [k for k in results.example_cams if by_key[k].label == label][:6]
+        items = []
+        for k in keys:
+            d = by_key[k]
+            truth = None if d.truth_mri2 is None else d.truth_mri2[0]
+            cam = results.example_cams[k][("pixelwise", "true")]
+            items.append((k, d.test_mri2.image[0], d.test_mri2.mask[0], cam, truth))
+        if items:
+            sec.figure(
+                run.save_figure(rf.cam_gallery(items), f"cam_group_{'AB'[label]}"),
+                caption=f"Fig. 6: pixel-wise CAMs (true class), {name}; GTV red, true resistant region "
+                "cyan (simulated cohorts only)",
+            )
+    summary = cam_summary(results.cam_rows)
+    if not summary:
+        return
+    scored = any(r.get("n_scored") for r in summary)
+    sec2 = report.section("CAMs against the truth and the gradient maps (beyond the paper)")
+    if scored:
+        best = max(
+            (r for r in summary if r["group"] == "all" and r.get("auc") is not None),
+            key=lambda r: r["auc"],
+            default=None,
+        )
+        sec2.text(
+            "On a simulated cohort the planted radio-resistant sub-regions are known. For every test lesion and "
+            "CAM, 'auc' is the ROC AUC of CAM values inside vs outside the true sub-region within the GTV (0.5 = "
+            "chance), 'pointing_game' whether the CAM's maximum falls in it, 'mass_in_truth' the share of CAM mass "
+            "in it (chance level: 'truth_fraction'). Means over lesions and trials where the score is defined."
+            + (
+                f" Highest mean AUC here: {best['method']} for the {best['target']} class "
+                f"({_fmt(best['auc'])})."
+                if best
+                else ""
+            )
+        )
+    else:
+        sec2.text(
+            "No ground truth next to this manifest (truth/lesions.csv), so CAMs are not scored against "
+            "sub-regions; only their correlation with the gradient maps is reported."
+        )
+    sec2.text(
+        "spearman_magnitude / spearman_radial: Spearman correlation inside the GTV of the CAM with the "
+        "gradient-magnitude and radial-gradient maps of the same slice."
+    )
+    sec2.table(summary)

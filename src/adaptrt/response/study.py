@@ -1,0 +1,579 @@
+"""The response study of Part I: Table 1 over repeated grouped splits, CAMs and their scores on known truth.
+
+Protocol (Peng, Jiang & Timmerman, Part I, Methods; the ``paper`` profile)
+--------------------------------------------------------------------------
+* Label: a lesion responds when its GTV volume at follow-up has fallen by at least ``threshold`` (20 %)
+  relative to the first MRI (:func:`adaptrt.cohort.response_label`).
+* Samples: the representative slice of every lesion (the slice of largest GTV area; ``n_slices`` neighbours
+  can be added) cropped around the GTV and resampled to 64×64 (:func:`adaptrt.preprocess.prepare_lesion`).
+* Training data: the *first* MRI of the training lesions, augmented by rotations of 0, 10, 15, 30, 45 and 90
+  degrees (69 × 6 = 414 samples for the whole PULSAR cohort). Test data: the *second* MRI of the test
+  lesions, no augmentation, dropout off (the paper's protocol); the first MRI of the test lesions is also
+  reported (a prediction before any treatment).
+* ``n_trials`` (50) splits of 80 / 20, grouped by patient and stratified by label
+  (:func:`adaptrt.splits.grouped_splits`); the same splits for all three models.
+* A lesion's probability is the mean of its slices' probabilities (one slice in the paper profile).
+* Models: radiomics (PyRadiomics features of the GTV, original + wavelet) and gradient features, each through
+  an imputer -> scaler -> F-test selection -> logistic pipeline fitted on the training split only
+  (:mod:`adaptrt.response.features`); the autoencoder + classifier (:mod:`adaptrt.response.train`).
+  Hyper-parameters are fixed in advance: nothing is selected on the test part, and the test curves in the
+  report are for monitoring only.
+
+Beyond the paper
+----------------
+* CAMs (Grad-CAM, Grad-CAM++, pixel-wise) of every test lesion, for its true class and the other class,
+  each from a model that did not train on it; on a simulated cohort (a ``truth/lesions.csv`` next to the
+  manifest, as :func:`adaptrt.simulate.metastases.write_metastasis_cohort` writes) they are scored against
+  the planted radio-resistant sub-regions (:func:`adaptrt.response.cam.cam_scores`). No model reads
+  ``truth/``.
+* The Spearman correlation, inside the GTV, of each CAM with the gradient-magnitude and radial-gradient maps
+  (the paper's proposed cross-check).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from ..cohort import FIRST_TIMEPOINT, FOLLOWUP_TIMEPOINT, SECOND_TIMEPOINT, Cohort, Lesion
+from ..errors import InputError
+from ..preprocess import PART1_ANGLES, LesionSlices, PreprocessConfig, prepare_lesion, sample_like
+from ..splits import Split, grouped_splits
+from .gradients import GradientConfig
+from .radiomics import RadiomicsConfig
+from .train import PAPER, QUICK, TrainConfig
+
+__all__ = [
+    "CAM_METHODS",
+    "MODEL_NAMES",
+    "TABLE1_METRICS",
+    "LesionData",
+    "ResponseConfig",
+    "ResponseResults",
+    "prepare_cohort",
+    "response_config",
+    "run_trials",
+]
+
+Profile = Literal["quick", "paper"]
+ModelName = Literal["radiomics", "gradients", "cam"]
+#: The three models of Table 1, in its column order, with the paper's names.
+MODEL_NAMES: dict[str, str] = {
+    "radiomics": "Radiomics Model",
+    "gradients": "Gradients Model",
+    "cam": "Pixel-CAM Model",
+}
+#: Table 1's rows.
+TABLE1_METRICS: tuple[str, ...] = ("sensitivity", "specificity", "accuracy", "auc", "precision", "f1")
+CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "pixelwise")
+
+
+@dataclass(frozen=True)
+class ResponseConfig:
+    """Settings of the response study (see the module docstring). Use :func:`response_config` for profiles.
+
+    Attributes
+    ----------
+    profile
+        ``"paper"`` (the paper's protocol) or ``"quick"`` (a CPU-minutes run for the demo and tests).
+    threshold
+        Fractional shrinkage that defines response (0.2; the paper suggests also 0.3 and 0.5).
+    n_trials, test_size
+        Repeated grouped splits (50 × 80/20 in the paper).
+    seed
+        Seed of the splits and of every model.
+    models
+        Which of ``radiomics``, ``gradients``, ``cam`` to run.
+    preprocess
+        Slices of the training data (the paper: one slice, Part I rotations).
+    train
+        Autoencoder + classifier training.
+    radiomics, gradients
+        Feature settings.
+    score_cams
+        Compute CAMs of every test lesion (and score them when truth is available).
+    """
+
+    profile: Profile = "paper"
+    threshold: float = 0.2
+    n_trials: int = 50
+    test_size: float = 0.2
+    seed: int = 0
+    models: tuple[str, ...] = ("radiomics", "gradients", "cam")
+    preprocess: PreprocessConfig = field(
+        default_factory=lambda: PreprocessConfig(angles_deg=PART1_ANGLES, n_slices=1)
+    )
+    train: TrainConfig = field(default_factory=lambda: PAPER)
+    radiomics: RadiomicsConfig = field(default_factory=RadiomicsConfig)
+    gradients: GradientConfig = field(default_factory=GradientConfig)
+    score_cams: bool = True
+
+    def __post_init__(self) -> None:
+        if self.profile not in ("quick", "paper"):
+            raise InputError(f"profile must be 'quick' or 'paper', got {self.profile!r}", field="profile")
+        if not (isinstance(self.threshold, float | int) and 0.0 < self.threshold < 1.0):
+            raise InputError(
+                f"threshold must be in (0, 1), got {self.threshold!r}",
+                field="threshold",
+                fix="give a fraction such as 0.2 for 20 %",
+            )
+        if not (isinstance(self.n_trials, int) and self.n_trials >= 1):
+            raise InputError(f"n_trials must be an int >= 1, got {self.n_trials!r}", field="n_trials")
+        if not (isinstance(self.seed, int) and self.seed >= 0):
+            raise InputError(f"seed must be an int >= 0, got {self.seed!r}", field="seed")
+        unknown = [m for m in self.models if m not in MODEL_NAMES]
+        if unknown or not self.models:
+            raise InputError(
+                f"unknown or no models {unknown or list(self.models)}",
+                field="models",
+                fix=f"choose from {list(MODEL_NAMES)}",
+            )
+
+
+def response_config(profile: Profile = "paper", **changes: Any) -> ResponseConfig:
+    """The study's configuration for a profile, with any field changed.
+
+    ``paper``: 50 trials, 150 epochs, one slice × 6 rotations per lesion, radiomics with wavelets.
+    ``quick``: 3 trials, 12 epochs, radiomics without wavelets (about a minute on 2 CPU cores for the
+    default simulated cohort).
+    """
+    if profile == "paper":
+        base = ResponseConfig(profile="paper")
+    elif profile == "quick":
+        base = ResponseConfig(
+            profile="quick",
+            n_trials=3,
+            train=dataclasses.replace(QUICK, epochs=12),
+            radiomics=RadiomicsConfig(wavelet=False),
+        )
+    else:
+        raise InputError(f"profile must be 'quick' or 'paper', got {profile!r}", field="--profile")
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True, eq=False)
+class LesionData:
+    """Everything the models need from one lesion, plus (simulated cohorts only) its truth for scoring.
+
+    Attributes
+    ----------
+    lesion
+        The cohort record.
+    label
+        1 responder, 0 non-responder.
+    ratio
+        Follow-up / first-MRI GTV volume.
+    train
+        First-MRI samples with the training augmentation.
+    test_mri2, test_mri1
+        Second- and first-MRI samples without augmentation.
+    features
+        ``{"radiomics" | "gradients": {"mri1" | "mri2": {name: value}}}``.
+    truth_mri2
+        ``(n, 64, 64)`` planted resistant sub-region on the ``test_mri2`` samples, or None.
+    gradient_maps_mri2
+        ``{"magnitude" | "radial": (n, 64, 64)}`` on the ``test_mri2`` samples.
+    """
+
+    lesion: Lesion
+    label: int
+    ratio: float
+    train: LesionSlices
+    test_mri2: LesionSlices
+    test_mri1: LesionSlices
+    features: Mapping[str, Mapping[str, Mapping[str, float]]]
+    truth_mri2: NDArray[np.bool_] | None
+    gradient_maps_mri2: Mapping[str, NDArray[np.float32]]
+
+    @property
+    def key(self) -> str:
+        return self.lesion.key
+
+
+def _truth_table(manifest: Path | None) -> dict[tuple[str, str], dict[str, str]]:
+    """The simulator's truth table next to a manifest (``truth/lesions.csv``), else empty."""
+    if manifest is None:
+        return {}
+    path = manifest.parent / "truth" / "lesions.csv"
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as fh:
+        return {(r["patient_id"], r["lesion_id"]): r for r in csv.DictReader(fh)}
+
+
+def prepare_cohort(
+    cohort: Cohort,
+    config: ResponseConfig,
+    *,
+    progress: bool = False,
+) -> tuple[list[LesionData], list[str]]:
+    """Load, label and preprocess every lesion; return the usable lesions and the exclusion notes.
+
+    A lesion is excluded (with a note) when it has no follow-up (no label) or no second MRI (no test image),
+    or when :func:`adaptrt.preprocess.exclusion_reason` rejects its first or second MRI (empty GTV, GTV on
+    the image border, GTV smaller than one slice, ...).
+    """
+    from tqdm.auto import tqdm
+
+    from ..cohort import mask_volume_mm3, response_label
+    from ..io.nifti import read_nifti
+    from .gradients import gradient_features, gradient_maps
+    from .radiomics import radiomics_features
+
+    truth = _truth_table(cohort.source)
+    test_cfg = dataclasses.replace(config.preprocess, angles_deg=(0.0,))
+    lesions: list[LesionData] = []
+    notes: list[str] = []
+    for les in tqdm(cohort.lesions, desc="preparing lesions", unit="lesion", disable=not progress):
+        missing = [
+            t for t in (FIRST_TIMEPOINT, SECOND_TIMEPOINT, FOLLOWUP_TIMEPOINT) if t not in les.timepoints
+        ]
+        if missing:
+            notes.append(f"{les.key}: no {' / '.join(missing)} (needs first MRI, second MRI and follow-up)")
+            continue
+        img1, gtv1 = les[FIRST_TIMEPOINT].load_image(), les[FIRST_TIMEPOINT].load_mask()
+        img2, gtv2 = les[SECOND_TIMEPOINT].load_image(), les[SECOND_TIMEPOINT].load_mask()
+        gtv_fu = les[FOLLOWUP_TIMEPOINT].load_mask()
+        try:
+            train = prepare_lesion(img1, gtv1, config.preprocess)
+            t1 = prepare_lesion(img1, gtv1, test_cfg)
+            t2 = prepare_lesion(img2, gtv2, test_cfg)
+        except InputError as exc:
+            notes.append(f"{les.key}: {exc.problem}")
+            continue
+        lab = response_label(mask_volume_mm3(gtv1), mask_volume_mm3(gtv_fu), config.threshold)
+        feats: dict[str, dict[str, dict[str, float]]] = {}
+        if "radiomics" in config.models:
+            feats["radiomics"] = {
+                "mri1": radiomics_features(img1, gtv1, config.radiomics),
+                "mri2": radiomics_features(img2, gtv2, config.radiomics),
+            }
+        if "gradients" in config.models:
+            feats["gradients"] = {
+                "mri1": gradient_features(img1, gtv1, config.gradients),
+                "mri2": gradient_features(img2, gtv2, config.gradients),
+            }
+        mag, rad = gradient_maps(img2, gtv2, config.gradients)
+        maps = {"magnitude": sample_like(mag, t2, kind="image"), "radial": sample_like(rad, t2, kind="image")}
+        truth_mask = None
+        row = truth.get((les.patient_id, les.lesion_id))
+        if row is not None and row.get(f"resistant_{SECOND_TIMEPOINT}") and cohort.source is not None:
+            res = read_nifti(cohort.source.parent / row[f"resistant_{SECOND_TIMEPOINT}"], kind="mask")
+            truth_mask = sample_like(res, t2, kind="mask") & t2.mask
+        lesions.append(LesionData(les, int(lab.responder), lab.ratio, train, t2, t1, feats, truth_mask, maps))
+    return lesions, notes
+
+
+# ---------------------------------------------------------------------------------------------- trials
+@dataclass
+class ResponseResults:
+    """Everything a run of :func:`run_trials` produced (rows are plain dicts, ready for CSV).
+
+    Attributes
+    ----------
+    splits
+        The trials' splits (indices into ``lesions``).
+    metric_rows
+        One row per trial, model and test set (``mri2``: the paper's test; ``mri1``) with Table 1's metrics.
+    prediction_rows
+        One row per trial, model, test set and test lesion: probability and label.
+    cam_rows
+        One row per trial, test lesion, CAM method and target (``true`` / ``other`` class): scores against
+        the truth (when available) and correlations with the gradient maps.
+    history
+        The autoencoder's training history of trial 0 (per epoch).
+    first_model
+        The autoencoder + classifier of trial 0 (or None when ``cam`` was not run).
+    example_cams
+        ``{lesion key: {(method, target): (64, 64) normalised CAM}}`` from the first trial in which the
+        lesion was a test lesion (for Fig. 5B / Fig. 6).
+    """
+
+    splits: list[Split]
+    metric_rows: list[dict[str, Any]] = field(default_factory=list)
+    prediction_rows: list[dict[str, Any]] = field(default_factory=list)
+    cam_rows: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    first_model: Any = None
+    example_cams: dict[str, dict[tuple[str, str], NDArray[np.float32]]] = field(default_factory=dict)
+
+
+def _stack(items: Sequence[LesionSlices]) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.bool_]]:
+    return (
+        np.concatenate([s.image for s in items]),
+        np.concatenate([s.mask_bottleneck for s in items]),
+        np.concatenate([s.mask for s in items]),
+    )
+
+
+def _per_lesion_mean(values: NDArray[np.float64], sizes: Sequence[int]) -> NDArray[np.float64]:
+    """Mean of consecutive runs of ``values`` of the given sizes (a lesion's slices -> its probability)."""
+    edges = np.cumsum([0, *sizes])
+    return np.array([values[a:b].mean() for a, b in itertools.pairwise(edges)])
+
+
+def _spearman_in(a: NDArray[Any], b: NDArray[Any], region: NDArray[np.bool_]) -> float:
+    from scipy.stats import spearmanr
+
+    x, y = a[region], b[region]
+    if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan
+    return float(spearmanr(x, y).statistic)
+
+
+def run_trials(
+    lesions: Sequence[LesionData],
+    config: ResponseConfig,
+    *,
+    progress: bool = False,
+    on_trial: Callable[[int, int], None] | None = None,
+) -> ResponseResults:
+    """Run every model on every split; see the module docstring for the protocol.
+
+    Raises
+    ------
+    InputError
+        Too few lesions of a class or too few patients for the splits (from :func:`grouped_splits`).
+    """
+    from tqdm.auto import tqdm
+
+    from ..metrics.classification import binary_metrics
+    from .cam import cam_scores
+    from .features import feature_model, features_table
+    from .train import AutoencoderClassifier
+
+    y = np.array([d.label for d in lesions], dtype=int)
+    groups = np.array([d.lesion.patient_id for d in lesions])
+    splits = grouped_splits(y, groups, n_trials=config.n_trials, test_size=config.test_size, seed=config.seed)
+    results = ResponseResults(splits=splits)
+    tables: dict[tuple[str, str], NDArray[np.float64]] = {}
+    for kind in ("radiomics", "gradients"):
+        if kind in config.models:
+            x1, names = features_table([d.features[kind]["mri1"] for d in lesions])
+            x2, _ = features_table([d.features[kind]["mri2"] for d in lesions], names)
+            tables[(kind, "mri1")], tables[(kind, "mri2")] = x1, x2
+
+    def record(trial: int, model: str, test_set: str, idx: NDArray[np.int64], p: NDArray[np.float64]) -> None:
+        m = binary_metrics(y[idx], p)
+        results.metric_rows.append({"trial": trial, "model": model, "test_set": test_set, **m})
+        for i, pi in zip(idx, p, strict=True):
+            results.prediction_rows.append(
+                {
+                    "trial": trial,
+                    "model": model,
+                    "test_set": test_set,
+                    "lesion": lesions[i].key,
+                    "label": int(y[i]),
+                    "probability": float(pi),
+                }
+            )
+
+    for split in tqdm(splits, desc="trials", unit="trial", disable=not progress):
+        tr, te = split.train, split.test
+        trial_seed = int(split.seed % (2**31))
+        for kind in ("radiomics", "gradients"):
+            if kind not in config.models:
+                continue
+            pipe = feature_model(kind, seed=trial_seed, profile=config.profile)  # type: ignore[arg-type]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)  # constant features in a split
+                warnings.simplefilter("ignore", category=RuntimeWarning)
+                pipe.fit(tables[(kind, "mri1")][tr], y[tr])
+                for test_set in ("mri2", "mri1"):
+                    p = pipe.predict_proba(tables[(kind, test_set)][te])[:, 1]
+                    record(split.trial, kind, test_set, te, p)
+        if "cam" in config.models:
+            _cam_trial(
+                results,
+                lesions,
+                y,
+                split,
+                config,
+                trial_seed,
+                record,
+                AutoencoderClassifier,
+                cam_scores,
+                progress=False,
+            )
+        if on_trial is not None:
+            on_trial(split.trial, len(splits))
+    return results
+
+
+def _cam_trial(
+    results: ResponseResults,
+    lesions: Sequence[LesionData],
+    y: NDArray[np.int64],
+    split: Split,
+    config: ResponseConfig,
+    trial_seed: int,
+    record: Callable[[int, str, str, NDArray[np.int64], NDArray[np.float64]], None],
+    estimator: Any,
+    cam_scores: Any,
+    *,
+    progress: bool,
+) -> None:
+    tr, te = split.train, split.test
+    xt, mt, _ = _stack([lesions[i].train for i in tr])
+    yt = np.concatenate([np.full(len(lesions[i].train), y[i]) for i in tr])
+    test2 = [lesions[i].test_mri2 for i in te]
+    xv, mv, gv = _stack(test2)
+    yv = np.concatenate([np.full(len(s), y[i]) for s, i in zip(test2, te, strict=True)])
+    model = estimator(config.train, seed=trial_seed).fit(
+        xt, mt, yt, x_val=xv, mask_val=mv, y_val=yv, progress=progress
+    )
+    if split.trial == results.splits[0].trial:
+        results.history = [dict(h) for h in model.history_]
+        results.first_model = model
+    sizes2 = [len(s) for s in test2]
+    record(split.trial, "cam", "mri2", te, _per_lesion_mean(model.predict_proba(xv, mv), sizes2))
+    test1 = [lesions[i].test_mri1 for i in te]
+    x1, m1, _ = _stack(test1)
+    record(
+        split.trial, "cam", "mri1", te, _per_lesion_mean(model.predict_proba(x1, m1), [len(s) for s in test1])
+    )
+    if not config.score_cams:
+        return
+    sample_lesion = np.concatenate([np.full(n, i) for n, i in zip(sizes2, te, strict=True)])
+    true_class = y[sample_lesion]
+    for method in CAM_METHODS:
+        for target_name, target in (("true", true_class), ("other", 1 - true_class)):
+            cam = model.explain(xv, mv, method=method, target=target.astype(np.int64), upsample_mask=gv)
+            for s, i in enumerate(sample_lesion):
+                d = lesions[i]
+                k = s - int(np.flatnonzero(sample_lesion == i)[0])
+                region = d.test_mri2.mask[k]
+                row: dict[str, Any] = {
+                    "trial": split.trial,
+                    "lesion": d.key,
+                    "label": int(y[i]),
+                    "method": method,
+                    "target": target_name,
+                    "class_explained": int(target[s]),
+                }
+                if d.truth_mri2 is not None and region.any():
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", category=RuntimeWarning)
+                        row.update(cam_scores(cam.raw[s], d.truth_mri2[k], region))
+                row["spearman_magnitude"] = _spearman_in(
+                    cam.raw[s], d.gradient_maps_mri2["magnitude"][k], region
+                )
+                row["spearman_radial"] = _spearman_in(cam.raw[s], d.gradient_maps_mri2["radial"][k], region)
+                results.cam_rows.append(row)
+                if k == 0:
+                    results.example_cams.setdefault(d.key, {}).setdefault(
+                        (method, target_name), cam.normalised[s]
+                    )
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+_ROW_KEYS = ("trial", "model", "test_set")
+
+
+def _metrics_only(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    return [{k: v for k, v in r.items() if k not in _ROW_KEYS} for r in rows]
+
+
+def table1(metric_rows: Sequence[Mapping[str, Any]], *, test_set: str = "mri2") -> list[dict[str, Any]]:
+    """Table 1: one row per metric, one column per model, ``mean ± SD (n trials)``."""
+    from ..metrics.classification import format_mean_sd, summarise_trials
+
+    models = [m for m in MODEL_NAMES if any(r["model"] == m for r in metric_rows)]
+    summaries = {
+        m: summarise_trials(
+            _metrics_only([r for r in metric_rows if r["model"] == m and r["test_set"] == test_set])
+        )
+        for m in models
+    }
+    out = []
+    for metric in TABLE1_METRICS:
+        row: dict[str, Any] = {"metric": metric}
+        for m in models:
+            mean, sd, n = summaries[m].get(metric, (math.nan, math.nan, 0))
+            row[MODEL_NAMES[m]] = format_mean_sd(mean, sd, 3, n=n)
+        out.append(row)
+    return out
+
+
+def table1_numbers(metric_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Long-form Table 1 with numbers: model, test set, metric, mean, SD, n trials."""
+    from ..metrics.classification import summarise_trials
+
+    out = []
+    for test_set in ("mri2", "mri1"):
+        for m in MODEL_NAMES:
+            rows = [r for r in metric_rows if r["model"] == m and r["test_set"] == test_set]
+            if not rows:
+                continue
+            for metric, (mean, sd, n) in summarise_trials(_metrics_only(rows)).items():
+                out.append(
+                    {"model": m, "test_set": test_set, "metric": metric, "mean": mean, "sd": sd, "n": n}
+                )
+    return out
+
+
+def comparisons(
+    metric_rows: Sequence[Mapping[str, Any]], splits: Sequence[Split], *, seed: int
+) -> list[dict[str, Any]]:
+    """Paired comparison of the CAM model with each other model across trials, per Table 1 metric (mri2)."""
+    from ..metrics.stats import paired_comparison
+
+    ratio = float(np.mean([len(s.test) / len(s.train) for s in splits]))
+    out = []
+    by = {(r["model"], r["trial"]): r for r in metric_rows if r["test_set"] == "mri2"}
+    trials = sorted({s.trial for s in splits})
+    for other in ("radiomics", "gradients"):
+        if not any(k[0] == other for k in by) or not any(k[0] == "cam" for k in by):
+            continue
+        for metric in TABLE1_METRICS:
+            a = [by[("cam", t)][metric] for t in trials]
+            b = [by[(other, t)][metric] for t in trials]
+            c = paired_comparison(a, b, test_train_ratio=ratio, seed=seed)
+            out.append({"comparison": f"cam - {other}", "metric": metric, **dataclasses.asdict(c)})
+    return out
+
+
+def cam_summary(cam_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Mean CAM scores per method, target and group (A: non-responders, B: responders), NaNs excluded."""
+    out = []
+    keys = (
+        "auc",
+        "pointing_game",
+        "mass_in_truth",
+        "truth_fraction",
+        "spearman_magnitude",
+        "spearman_radial",
+    )
+    for method in CAM_METHODS:
+        for target in ("true", "other"):
+            for group, label in (("A (non-response)", 0), ("B (response)", 1), ("all", None)):
+                rows = [
+                    r
+                    for r in cam_rows
+                    if r["method"] == method
+                    and r["target"] == target
+                    and (label is None or r["label"] == label)
+                ]
+                if not rows:
+                    continue
+                row: dict[str, Any] = {"method": method, "target": target, "group": group}
+                for k in keys:
+                    vals = np.array([r.get(k, math.nan) for r in rows], dtype=float)
+                    vals = vals[np.isfinite(vals)]
+                    row[k] = float(vals.mean()) if vals.size else None
+                    if k == "auc":
+                        row["n_scored"] = int(vals.size)
+                row["n_samples"] = len(rows)
+                out.append(row)
+    return out

@@ -1,0 +1,118 @@
+"""End-to-end tests of the response study on a tiny simulated cohort (few epochs; checks wiring, not skill)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adaptrt.cli import main
+from adaptrt.io.manifest import read_manifest
+from adaptrt.response.study import prepare_cohort, response_config, run_trials, table1
+from adaptrt.simulate.metastases import MetastasisConfig, write_metastasis_cohort
+
+TINY = MetastasisConfig(
+    n_patients=8, n_lesions=12, fov=(40, 128, 128), volume_range_mm3=(300.0, 3000.0), responder_share=0.5
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory) -> Path:
+    return write_metastasis_cohort(tmp_path_factory.mktemp("resp") / "cohort", config=TINY, seed=3)
+
+
+def _config(**changes):
+    cfg = response_config("quick", n_trials=2, test_size=0.25, **changes)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=2))
+
+
+def test_study_end_to_end(tiny_manifest):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    cfg = _config()
+    lesions, notes = prepare_cohort(read_manifest(tiny_manifest), cfg)
+    assert len(lesions) + len(notes) == TINY.n_lesions
+    # truth is found next to the simulated manifest and lies inside the GTV of the test samples
+    assert all(d.truth_mri2 is not None and not (d.truth_mri2 & ~d.test_mri2.mask).any() for d in lesions)
+    # the training data is the first MRI with the six Part I rotations of one slice
+    assert all(len(d.train) == 6 and len(d.test_mri2) == 1 for d in lesions)
+    res = run_trials(lesions, cfg)
+    groups = np.array([d.lesion.patient_id for d in lesions])
+    for s in res.splits:
+        assert not set(groups[s.train]) & set(groups[s.test])  # grouped by patient
+    # 3 models x 2 test sets x 2 trials
+    assert len(res.metric_rows) == 12
+    assert {r["model"] for r in res.metric_rows} == {"radiomics", "gradients", "cam"}
+    # every prediction is of a test lesion of its trial
+    test_keys = {s.trial: {lesions[i].key for i in s.test} for s in res.splits}
+    assert all(p["lesion"] in test_keys[p["trial"]] for p in res.prediction_rows)
+    assert all(0.0 <= p["probability"] <= 1.0 for p in res.prediction_rows)
+    # CAMs: 3 methods x 2 targets for each test sample of each trial
+    n_test = sum(len(s.test) for s in res.splits)
+    assert len(res.cam_rows) == n_test * 6
+    assert any(np.isfinite(r.get("auc", np.nan)) for r in res.cam_rows)
+    t1 = table1(res.metric_rows)
+    assert [r["metric"] for r in t1] == ["sensitivity", "specificity", "accuracy", "auc", "precision", "f1"]
+    assert set(t1[0]) == {"metric", "Radiomics Model", "Gradients Model", "Pixel-CAM Model"}
+    # the same seed gives the same predictions
+    again = run_trials(lesions, cfg)
+    assert [p["probability"] for p in again.prediction_rows] == [
+        p["probability"] for p in res.prediction_rows
+    ]
+
+
+def test_cli_run_folder(tiny_manifest, tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    code = main(
+        [
+            "response",
+            "run",
+            "--manifest",
+            str(tiny_manifest),
+            "--out",
+            str(out),
+            "--trials",
+            "2",
+            "--test-size",
+            "0.25",
+            "--models",
+            "gradients",
+            "--quiet",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    with (out / "results" / "table1.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["metric"] for r in rows][:2] == ["sensitivity", "specificity"]
+    summary = json.loads((out / "results" / "summary.json").read_text())
+    assert summary["n_trials"] == 2 and summary["n_lesions"] == TINY.n_lesions
+    assert "Table 1" in (out / "report.html").read_text()
+
+
+def test_too_few_lesions_of_a_class(tiny_manifest, tmp_path, capsys):
+    # a threshold no lesion reaches leaves no responders: a clear error, exit 2, nothing written
+    out = tmp_path / "run"
+    code = main(
+        [
+            "response",
+            "run",
+            "--manifest",
+            str(tiny_manifest),
+            "--out",
+            str(out),
+            "--threshold",
+            "0.99",
+            "--models",
+            "gradients",
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "fewer than two lesions" in err and "Traceback" not in err
+    assert not out.exists()
