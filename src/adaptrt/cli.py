@@ -35,6 +35,7 @@ def _lesions_for(patients: int, lesions: int | None) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
+    from .response.study import response_config
     from .simulate.metastases import MetastasisConfig
 
     try:
@@ -44,6 +45,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             threshold=args.threshold,
             metastases=mcfg,
             glioblastoma_patients=args.glioblastoma_patients,
+            response=None if args.no_response else response_config("quick", threshold=args.threshold),
         )
     except ValueError as exc:
         raise _config_error(exc, "demo configuration") from exc
@@ -230,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--threshold", type=float, default=0.2, help="shrinkage that defines response (default 0.2)"
     )
+    d.add_argument("--no-response", action="store_true", help="skip the response study (quick profile)")
     d.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_demo)

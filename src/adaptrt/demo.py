@@ -22,6 +22,7 @@ from .errors import InputError
 from .preprocess import PART1_ANGLES, PreprocessConfig, prepare_lesion
 from .report.html import Section
 from .report.run import RunFolder
+from .response.study import ResponseConfig, response_config
 from .simulate.glioblastoma import GlioblastomaConfig
 from .simulate.metastases import MetastasisConfig
 
@@ -46,7 +47,9 @@ class DemoConfig:
         Simulated glioblastoma patients shown in the report (in memory; ``adaptrt simulate glioblastoma``
         writes a whole cohort).
     preprocess
-        Lesion preprocessing (Part I rotations by default).
+        Lesion preprocessing shown in the report (Part I rotations by default).
+    response
+        The response study (Part I) run on the cohort: the ``quick`` profile by default; None skips it.
     """
 
     seed: int = 0
@@ -54,6 +57,7 @@ class DemoConfig:
     metastases: MetastasisConfig = field(default_factory=MetastasisConfig)
     glioblastoma_patients: int = 1
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(angles_deg=PART1_ANGLES))
+    response: ResponseConfig | None = field(default_factory=lambda: response_config("quick"))
 
     def __post_init__(self) -> None:
         if not (isinstance(self.seed, int) and self.seed >= 0):
@@ -114,6 +118,8 @@ def run_demo(
         _example_lesions(run, sec, cohort, manifest.parent, rows)
         _preprocessing(run, cohort, cfg.preprocess)
         sec.table(rows, caption="Lesions: GTV volumes (mm³) per time point and response label")
+        if cfg.response is not None:
+            _response(run, cohort, cfg.response, progress)
         if cfg.glioblastoma_patients:
             _glioblastoma(run, cfg)
     return Path(out)
@@ -215,6 +221,21 @@ def _preprocessing(run: RunFolder, cohort: Cohort, pcfg: PreprocessConfig) -> No
     if imgs:
         png = run.save_figure(lesion_gallery(imgs, masks, titles), "lesion_slices")
         pre.figure(png, caption="First-MRI central slices with the GTV (red) and the rotation augmentation")
+
+
+def _response(run: RunFolder, cohort: Cohort, rcfg: ResponseConfig, progress: bool) -> None:
+    """The response study (Part I) on the demo cohort; its tables go to results/response/."""
+    from .response.run import add_report_sections
+    from .response.study import cam_summary, prepare_cohort, run_trials, table1
+
+    lesions, notes = prepare_cohort(cohort, rcfg, progress=progress)
+    results = run_trials(lesions, rcfg, progress=progress)
+    run.write_csv("results/response/table1.csv", table1(results.metric_rows, test_set="mri2"))
+    run.write_csv("results/response/table1_mri1.csv", table1(results.metric_rows, test_set="mri1"))
+    run.write_csv("results/response/metrics_per_trial.csv", results.metric_rows)
+    if results.cam_rows:
+        run.write_csv("results/response/cam_scores.csv", cam_summary(results.cam_rows))
+    add_report_sections(run, run.report, lesions, notes, results, rcfg)
 
 
 def _glioblastoma(run: RunFolder, cfg: DemoConfig) -> None:
