@@ -43,6 +43,9 @@ from scipy import ndimage
 
 from .errors import InputError
 from .types import Volume
+from .validation import bad_parameter
+from .validation import is_int as _is_int
+from .validation import is_real as _is_real
 
 __all__ = [
     "MIN_SLICE_VOXELS",
@@ -76,20 +79,6 @@ _HALF = 0.5 - 1e-9
 
 
 # ---------------------------------------------------------------------------------------------- config
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
-
-
-def _bad(name: str, requirement: str, value: Any) -> InputError:
-    return InputError(
-        f"The {name!r} parameter of PreprocessConfig must be {requirement}. Got {value!r} instead"
-    )
 
 
 @dataclass(frozen=True)
@@ -133,11 +122,11 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         if not (_is_int(self.size) and self.size >= 8):
-            raise _bad("size", "an int >= 8", self.size)
+            raise bad_parameter("PreprocessConfig", "size", "an int >= 8", self.size)
         if not (_is_real(self.margin_mm) and math.isfinite(self.margin_mm) and self.margin_mm >= 0):
-            raise _bad("margin_mm", "a finite float >= 0 (mm)", self.margin_mm)
+            raise bad_parameter("PreprocessConfig", "margin_mm", "a finite float >= 0 (mm)", self.margin_mm)
         if not (_is_int(self.n_slices) and self.n_slices >= 1 and self.n_slices % 2 == 1):
-            raise _bad("n_slices", "an odd int >= 1", self.n_slices)
+            raise bad_parameter("PreprocessConfig", "n_slices", "an odd int >= 1", self.n_slices)
         angles = self.angles_deg
         if (
             not isinstance(angles, tuple | list)
@@ -145,11 +134,23 @@ class PreprocessConfig:
             or not all(_is_real(a) and math.isfinite(a) for a in angles)
             or len({float(a) for a in angles}) != len(angles)
         ):
-            raise _bad("angles_deg", "a non-empty tuple of distinct finite angles in degrees", angles)
+            raise bad_parameter(
+                "PreprocessConfig",
+                "angles_deg",
+                "a non-empty tuple of distinct finite angles in degrees",
+                angles,
+            )
         if not (_is_int(self.bottleneck) and self.bottleneck >= 1 and self.size % self.bottleneck == 0):
-            raise _bad("bottleneck", f"an int >= 1 that divides size ({self.size})", self.bottleneck)
+            raise bad_parameter(
+                "PreprocessConfig",
+                "bottleneck",
+                f"an int >= 1 that divides size ({self.size})",
+                self.bottleneck,
+            )
         if self.normalisation not in _NORMALISATIONS:
-            raise _bad("normalisation", f"one of {list(_NORMALISATIONS)}", self.normalisation)
+            raise bad_parameter(
+                "PreprocessConfig", "normalisation", f"one of {list(_NORMALISATIONS)}", self.normalisation
+            )
         p = self.percentiles
         if not (
             isinstance(p, tuple | list)
@@ -157,7 +158,9 @@ class PreprocessConfig:
             and all(_is_real(v) for v in p)
             and 0.0 <= p[0] < p[1] <= 100.0
         ):
-            raise _bad("percentiles", "two numbers (low, high) with 0 <= low < high <= 100", p)
+            raise bad_parameter(
+                "PreprocessConfig", "percentiles", "two numbers (low, high) with 0 <= low < high <= 100", p
+            )
         object.__setattr__(self, "margin_mm", float(self.margin_mm))
         object.__setattr__(self, "angles_deg", tuple(float(a) for a in angles))
         object.__setattr__(self, "percentiles", (float(p[0]), float(p[1])))

@@ -71,6 +71,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..types import Volume
+from ..validation import is_real as _is_real
 
 __all__ = [
     "MAPS",
@@ -93,12 +94,6 @@ STATS: tuple[str, ...] = ("mean", "std", "p10", "p50", "p90", "skewness")
 
 _GAUSS_TRUNCATE = 4.0  # scipy's default: the kernel reaches 4 sigma
 _CENTRE_EPS_MM = 1e-9
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,8 @@ from numpy.typing import NDArray
 
 from ..errors import InputError
 from ..types import Volume
+from ..validation import bad_parameter
+from ..validation import is_real as _is_real
 
 __all__ = [
     "FEATURE_CLASSES",
@@ -95,20 +97,6 @@ _CROP_MARGIN_VOXELS = 8
 _MIN_ROI_VOXELS = 2  # PyRadiomics refuses a single voxel
 # Messages of PyRadiomics' mask check (imageoperations.checkMask) that mean "too small after resampling".
 _MASK_CHECK_MESSAGES = ("single voxel", "1 segmented voxel", "not present in mask", "too few dimensions")
-
-
-def _bad(name: str, requirement: str, value: Any) -> InputError:
-    return InputError(
-        f"RadiomicsConfig.{name} must be {requirement}, got {value!r}",
-        field=name,
-        fix=f"set {name} to {requirement}",
-    )
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
 
 
 @dataclass(frozen=True)
@@ -155,11 +143,11 @@ class RadiomicsConfig:
 
     def __post_init__(self) -> None:
         if not (_is_real(self.bin_width) and math.isfinite(self.bin_width) and self.bin_width > 0):
-            raise _bad("bin_width", "a finite number > 0", self.bin_width)
+            raise bad_parameter("RadiomicsConfig", "bin_width", "a finite number > 0", self.bin_width)
         if not isinstance(self.wavelet, bool):
-            raise _bad("wavelet", "true or false", self.wavelet)
+            raise bad_parameter("RadiomicsConfig", "wavelet", "true or false", self.wavelet)
         if not isinstance(self.normalize, bool):
-            raise _bad("normalize", "true or false", self.normalize)
+            raise bad_parameter("RadiomicsConfig", "normalize", "true or false", self.normalize)
         sp = self.resampled_spacing_mm
         if sp is not None:
             if not (
@@ -168,7 +156,12 @@ class RadiomicsConfig:
                 and all(_is_real(s) and math.isfinite(s) and s >= 0 for s in sp)
                 and any(s > 0 for s in sp)
             ):
-                raise _bad("resampled_spacing_mm", "None or three spacings (z, y, x) in mm, >= 0", sp)
+                raise bad_parameter(
+                    "RadiomicsConfig",
+                    "resampled_spacing_mm",
+                    "None or three spacings (z, y, x) in mm, >= 0",
+                    sp,
+                )
             object.__setattr__(self, "resampled_spacing_mm", tuple(float(s) for s in sp))
         cl = self.classes
         if (
@@ -177,17 +170,22 @@ class RadiomicsConfig:
             or not all(isinstance(c, str) and c in FEATURE_CLASSES for c in cl)
             or len(set(cl)) != len(cl)
         ):
-            raise _bad("classes", f"a non-empty list of distinct names from {list(FEATURE_CLASSES)}", cl)
+            raise bad_parameter(
+                "RadiomicsConfig",
+                "classes",
+                f"a non-empty list of distinct names from {list(FEATURE_CLASSES)}",
+                cl,
+            )
         object.__setattr__(self, "classes", tuple(cl))
         sc = self.normalize_scale
         if not (_is_real(sc) and math.isfinite(sc) and sc > 0):
-            raise _bad("normalize_scale", "a finite number > 0", sc)
+            raise bad_parameter("RadiomicsConfig", "normalize_scale", "a finite number > 0", sc)
         mv = self.label_min_voxels
         if not (isinstance(mv, int | np.integer) and not isinstance(mv, bool) and mv >= _MIN_ROI_VOXELS):
-            raise _bad("label_min_voxels", f"an integer >= {_MIN_ROI_VOXELS}", mv)
+            raise bad_parameter("RadiomicsConfig", "label_min_voxels", f"an integer >= {_MIN_ROI_VOXELS}", mv)
         nb = self.max_bins
         if not (isinstance(nb, int | np.integer) and not isinstance(nb, bool) and nb >= 2):
-            raise _bad("max_bins", "an integer >= 2", nb)
+            raise bad_parameter("RadiomicsConfig", "max_bins", "an integer >= 2", nb)
         object.__setattr__(self, "max_bins", int(nb))
         object.__setattr__(self, "bin_width", float(self.bin_width))
         object.__setattr__(self, "normalize_scale", float(sc))

@@ -56,6 +56,9 @@ from ..config import from_dict
 from ..errors import InputError, NotFittedError
 from ..io.atomic import atomic_file
 from ..seeding import spawn
+from ..validation import bad_parameter
+from ..validation import is_int as _is_int
+from ..validation import is_real as _is_real
 from .autoencoder import AutoencoderClassifierNet
 from .cam import CamMethod, CamResult, class_activation_map
 from .losses import LossTerms, joint_loss
@@ -79,22 +82,6 @@ IMAGE_SIZE: int = 64
 BOTTLENECK_SIZE: int = IMAGE_SIZE // 4
 _FORMAT = "adaptrt.response.AutoencoderClassifier"
 _FORMAT_VERSION = 1
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool | np.bool_
-    )
-
-
-def _bad(name: str, requirement: str, value: Any) -> InputError:
-    return InputError(
-        f"The {name!r} parameter of TrainConfig must be {requirement}. Got {value!r} instead", field=name
-    )
 
 
 @dataclass(frozen=True)
@@ -147,36 +134,43 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not (_is_int(self.epochs) and self.epochs >= 1):
-            raise _bad("epochs", "an int >= 1", self.epochs)
+            raise bad_parameter("TrainConfig", "epochs", "an int >= 1", self.epochs)
         if not (_is_int(self.batch_size) and self.batch_size >= 2):
-            raise _bad("batch_size", "an int >= 2 (batch norm needs two samples)", self.batch_size)
+            raise bad_parameter(
+                "TrainConfig", "batch_size", "an int >= 2 (batch norm needs two samples)", self.batch_size
+            )
         if not (_is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
-            raise _bad("lr", "a finite number > 0", self.lr)
+            raise bad_parameter("TrainConfig", "lr", "a finite number > 0", self.lr)
         if not (_is_real(self.weight_decay) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise _bad("weight_decay", "a finite number >= 0", self.weight_decay)
+            raise bad_parameter("TrainConfig", "weight_decay", "a finite number >= 0", self.weight_decay)
         b = self.betas
         if not (
             isinstance(b, tuple | list) and len(b) == 2 and all(_is_real(v) and 0.0 <= v < 1.0 for v in b)
         ):
-            raise _bad("betas", "two numbers (beta1, beta2), each in [0, 1)", b)
+            raise bad_parameter("TrainConfig", "betas", "two numbers (beta1, beta2), each in [0, 1)", b)
         if not (_is_real(self.eps) and math.isfinite(self.eps) and self.eps > 0):
-            raise _bad("eps", "a finite number > 0", self.eps)
+            raise bad_parameter("TrainConfig", "eps", "a finite number > 0", self.eps)
         if not (_is_int(self.width) and self.width >= 1):
-            raise _bad("width", "an int >= 1", self.width)
+            raise bad_parameter("TrainConfig", "width", "an int >= 1", self.width)
         if not (_is_real(self.dropout) and 0.0 <= self.dropout < 1.0):
-            raise _bad("dropout", "a number in [0, 1)", self.dropout)
+            raise bad_parameter("TrainConfig", "dropout", "a number in [0, 1)", self.dropout)
         if self.mode not in _MODES:
-            raise _bad("mode", f"one of {list(_MODES)}", self.mode)
+            raise bad_parameter("TrainConfig", "mode", f"one of {list(_MODES)}", self.mode)
         ce = self.classifier_epochs
         if ce is not None:
             if self.mode != "sequential":
-                raise _bad(
-                    "classifier_epochs", "None in joint mode (it sets the sequential mode's phase)", ce
+                raise bad_parameter(
+                    "TrainConfig",
+                    "classifier_epochs",
+                    "None in joint mode (it sets the sequential mode's phase)",
+                    ce,
                 )
             if not (_is_int(ce) and ce >= 0):
-                raise _bad("classifier_epochs", "None or an int >= 0", ce)
+                raise bad_parameter("TrainConfig", "classifier_epochs", "None or an int >= 0", ce)
         if not (isinstance(self.device, str) and _DEVICE.match(self.device)):
-            raise _bad("device", "'auto', 'cpu', 'cuda' or 'cuda:<index>'", self.device)
+            raise bad_parameter(
+                "TrainConfig", "device", "'auto', 'cpu', 'cuda' or 'cuda:<index>'", self.device
+            )
         for name in ("lr", "weight_decay", "eps", "dropout"):
             object.__setattr__(self, name, float(getattr(self, name)))
         object.__setattr__(self, "betas", (float(b[0]), float(b[1])))
