@@ -61,6 +61,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..io.atomic import atomic_dir, atomic_file
+from ..io.manifest import KNOWN_MAP_NAMES
 from ..seeding import SeedLike, spawn
 from ..types import Volume
 
@@ -94,21 +95,7 @@ OUTSIDE, CSF, GM, WM, CAVITY, TRACT = 0, 1, 2, 3, 4, 5
 _PARENCHYMA = (GM, WM, TRACT)
 
 #: The maps of the paper, in manifest order (column ``map_<NAME>``).
-MAP_NAMES: tuple[str, ...] = (
-    "nT1c",
-    "nT1",
-    "nFLAIR",
-    "nADC",
-    "nFA",
-    "nCho",
-    "nCre",
-    "nNAA",
-    "nLac",
-    "nLip",
-    "CNI",
-    "CCrI",
-    "CrNI",
-)
+MAP_NAMES: tuple[str, ...] = KNOWN_MAP_NAMES
 #: The maps that come from MRSI (0 outside the PRESS box).
 MRSI_MAP_NAMES: tuple[str, ...] = ("nCho", "nCre", "nNAA", "nLac", "nLip", "CNI", "CCrI", "CrNI")
 #: The masks of the manifest (``press_box`` is written next to them but is not a manifest column).
