@@ -140,6 +140,39 @@ def _cmd_response_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_response_explain(args: argparse.Namespace) -> int:
+    import json
+
+    from .response.explain import ExplainConfig, explain_from_manifest
+
+    try:
+        cfg = ExplainConfig(target=args.target, boost_threshold=args.threshold)
+    except InputError as exc:
+        raise InputError(exc.problem, field="--threshold", fix="give a fraction in (0, 1], e.g. 0.5") from exc
+    out = explain_from_manifest(
+        args.model,
+        args.manifest,
+        args.lesion,
+        args.out,
+        timepoint=args.timepoint,
+        config=cfg,
+        overwrite=args.overwrite,
+    )
+    info = json.loads((out / "explanation.json").read_text())
+    boost = info["boost"]
+    size = (
+        "empty"
+        if boost["empty"]
+        else f"{boost['volume_mm3']:.0f} mm³ ({100 * boost['fraction_of_gtv']:.0f} % of the GTV)"
+    )
+    rt = ", RTSTRUCT boost_rtstruct.dcm" if info["rtstruct"] else ""
+    print(
+        f"lesion {info['lesion']} ({info['timepoint']}): P(responder) = {info['probability_responder']:.3f}; "
+        f"boost {size}; written to {out} (CAMs as NIfTI and PNG{rt}, summary explanation.json)"
+    )
+    return EXIT_OK
+
+
 def _cmd_simulate_metastases(args: argparse.Namespace) -> int:
     from .config import load_config
     from .simulate.metastases import MetastasisConfig, write_metastasis_cohort
@@ -274,6 +307,30 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--overwrite", action="store_true")
     rr.add_argument("--quiet", action="store_true", help="no progress bars")
     rr.set_defaults(func=_cmd_response_run)
+
+    re_ = rsub.add_parser(
+        "explain",
+        help="CAMs of one lesion on its image grid and a boost sub-volume (NIfTI, PNG, RTSTRUCT) for review",
+    )
+    re_.add_argument("--model", required=True, help="response run folder, or its models/cam_trial00.pt")
+    re_.add_argument("--manifest", required=True, help="lesion manifest that lists the lesion")
+    re_.add_argument("--lesion", required=True, help="patient_id/lesion_id, e.g. P001/1")
+    re_.add_argument("--timepoint", default="mri1", help="time point whose image is explained (default mri1)")
+    re_.add_argument(
+        "--target",
+        choices=["neg", "pos"],
+        default="neg",
+        help="class explained: neg = non-responder, i.e. candidate radio-resistant tissue (default); pos = responder",
+    )
+    re_.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="boost = GTV voxels with pixel-wise CAM >= this fraction of its lesion-wide maximum, (0, 1] (0.5)",
+    )
+    re_.add_argument("--out", required=True, help="folder to create")
+    re_.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    re_.set_defaults(func=_cmd_response_explain)
 
     s = sub.add_parser("simulate", help="write simulated cohorts")
     ssub = s.add_subparsers(dest="simulate_command", metavar="KIND", required=True)
