@@ -276,12 +276,20 @@ def _fmt_triple(values: Sequence[float] | Sequence[int], sep: str = " x ") -> st
     return sep.join(f"{v:g}" for v in values)
 
 
+def _fmt_number(v: float) -> str:
+    """Four significant digits without scientific notation: 35,174 / 1,146 / 16 / 0.0813."""
+    if v == 0 or not math.isfinite(v):
+        return f"{v:g}"
+    digits = max(0, 3 - math.floor(math.log10(abs(v))))
+    return f"{round(v, digits):,.{digits}f}"
+
+
 def _fmt_range(values: Sequence[float], unit: str) -> str:
     if not values:
         return "none"
     return (
-        f"{min(values):,.4g} – {max(values):,.4g} {unit} (median {statistics.median(values):,.4g} {unit}, "
-        f"n = {len(values)})"
+        f"{_fmt_number(min(values))} – {_fmt_number(max(values))} {unit} "
+        f"(median {_fmt_number(statistics.median(values))} {unit}, n = {len(values)})"
     )
 
 
