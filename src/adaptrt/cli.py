@@ -134,9 +134,26 @@ def _cmd_response_run(args: argparse.Namespace) -> int:
         changes["test_size"] = args.test_size
     if args.models is not None:
         changes["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    if args.final is not None:
+        changes["fit_final"] = args.final
     cfg = response_config(args.profile, **changes)
     out = run_response_study(args.manifest, args.out, cfg, overwrite=args.overwrite, progress=not args.quiet)
     print(f"response study finished: {out / 'report.html'} (Table 1: {out / 'results' / 'table1.csv'})")
+    return EXIT_OK
+
+
+def _cmd_response_predict(args: argparse.Namespace) -> int:
+    from .response.final import run_predict
+
+    out = run_predict(
+        args.run,
+        args.manifest,
+        args.out,
+        timepoint=args.timepoint,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(f"predictions written: {out / 'results' / 'predictions.csv'} (report: {out / 'report.html'})")
     return EXIT_OK
 
 
@@ -302,11 +319,46 @@ def build_parser() -> argparse.ArgumentParser:
     rr.add_argument("--threshold", type=float, default=0.2, help="shrinkage that defines response (0.2)")
     rr.add_argument("--trials", type=int, default=None, help="number of 80/20 splits (profile default)")
     rr.add_argument("--test-size", type=float, default=None, help="test fraction of each split (0.2)")
-    rr.add_argument("--models", default=None, help="comma-separated subset of radiomics,gradients,cam")
+    rr.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated subset of radiomics,gradients,cam,cam_sequential (cam_sequential: the sequential "
+        "training ablation, opt-in; default: the paper's three)",
+    )
+    rr.add_argument(
+        "--final",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after the trials, fit every model on all lesions and save it in models/ for "
+        "`adaptrt response predict` (default: yes)",
+    )
     rr.add_argument("--seed", type=int, default=0)
     rr.add_argument("--overwrite", action="store_true")
     rr.add_argument("--quiet", action="store_true", help="no progress bars")
     rr.set_defaults(func=_cmd_response_run)
+
+    rp = rsub.add_parser("predict", help="probability of response of lesions from a run's final models")
+    rp.add_argument(
+        "--run",
+        required=True,
+        help="run folder of `adaptrt response run` with final models (models/); its .joblib files are "
+        "pickles that execute code when loaded: use only run folders you trust",
+    )
+    rp.add_argument(
+        "--manifest",
+        required=True,
+        help="lesion manifest (an mri1 row per lesion; mri2 rows for --timepoint mri2; follow-ups optional)",
+    )
+    rp.add_argument("--out", required=True, help="run folder to create")
+    rp.add_argument(
+        "--timepoint",
+        choices=["mri1", "mri2"],
+        default="mri1",
+        help="MRI to predict from: mri1 (first MRI, before treatment; default) or mri2 (the paper's test)",
+    )
+    rp.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    rp.add_argument("--quiet", action="store_true", help="no progress bars")
+    rp.set_defaults(func=_cmd_response_predict)
 
     re_ = rsub.add_parser(
         "explain",

@@ -116,3 +116,53 @@ def test_too_few_lesions_of_a_class(tiny_manifest, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "fewer than two lesions" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_sequential_ablation_is_opt_in_and_gets_its_column(tiny_manifest):
+    from adaptrt.response.study import comparisons
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    assert "cam_sequential" not in response_config("quick").models
+    assert "cam_sequential" not in response_config("paper").models
+    cfg = _config(models=("gradients", "cam", "cam_sequential"), score_cams=False)
+    lesions, _ = prepare_cohort(read_manifest(tiny_manifest), cfg)
+    res = run_trials(lesions, cfg)
+    seq = [r for r in res.metric_rows if r["model"] == "cam_sequential"]
+    assert len(seq) == 4  # 2 trials x 2 test sets, on the same splits as the other models
+    assert {r["trial"] for r in seq} == {s.trial for s in res.splits}
+    column = "Sequential AE+classifier (ablation)"
+    assert list(table1(res.metric_rows)[0]) == ["metric", "Gradients Model", "Pixel-CAM Model", column]
+    without = [r for r in res.metric_rows if r["model"] != "cam_sequential"]
+    assert column not in table1(without)[0]
+    assert {c["comparison"] for c in comparisons(res.metric_rows, res.splits, seed=0)} == {
+        "cam - gradients",
+        "cam - cam_sequential",
+    }
+    # the trial-0 model kept for the figures is the joint one; no CAMs for the ablation
+    assert res.first_model.config.mode == "joint" and not res.cam_rows
+    p_joint = [p["probability"] for p in res.prediction_rows if p["model"] == "cam"]
+    p_seq = [p["probability"] for p in res.prediction_rows if p["model"] == "cam_sequential"]
+    assert len(p_joint) == len(p_seq) and p_joint != p_seq
+
+
+def test_run_folder_with_ablation_and_final_models(tiny_manifest, tmp_path):
+    from adaptrt.response.run import run_response_study
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    cfg = _config(models=("gradients", "cam_sequential"), score_cams=False)
+    out = run_response_study(tiny_manifest, tmp_path / "run", cfg, progress=False)
+    with (out / "results" / "table1.csv").open() as fh:
+        header = next(csv.reader(fh))
+    assert header == ["metric", "Gradients Model", "Sequential AE+classifier (ablation)"]
+    assert not (out / "results" / "comparisons.csv").exists()  # no joint CAM model to compare with
+    info = json.loads((out / "models" / "manifest.json").read_text())
+    assert set(info["models"]) == {"gradients", "cam_sequential"} and info["n_lesions"] == TINY.n_lesions
+    assert info["models"]["cam_sequential"]["train"]["mode"] == "sequential"
+    report = (out / "report.html").read_text()
+    assert "Final models (for deployment)" in report and "Ablation" in report
+    no_final = run_response_study(
+        tiny_manifest, tmp_path / "run2", dataclasses.replace(cfg, fit_final=False), progress=False
+    )
+    assert not (no_final / "models").exists()

@@ -1,4 +1,9 @@
-"""``adaptrt response run``: the response study from a manifest to a run folder with Table 1 and figures."""
+"""``adaptrt response run``: the response study from a manifest to a run folder with Table 1 and figures.
+
+With ``ResponseConfig.fit_final`` (the default) the run folder also holds the final models, fitted on all
+usable lesions after the trials (``models/``, :mod:`adaptrt.response.final`): the models to deploy, whose
+performance Table 1 estimates; ``adaptrt response predict`` applies them to new lesions.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,16 +19,21 @@ from ..io.atomic import check_writable
 from ..report.html import Report
 from ..report.run import RunFolder
 from .study import (
+    MODEL_NAMES,
     LesionData,
     ResponseConfig,
     ResponseResults,
     cam_summary,
     comparisons,
+    network_train_config,
     prepare_cohort,
     run_trials,
     table1,
     table1_numbers,
 )
+
+if TYPE_CHECKING:
+    from .final import FinalModels
 
 __all__ = ["add_report_sections", "run_response_study"]
 
@@ -38,16 +48,22 @@ def run_response_study(
 ) -> Path:
     """Run the whole study and write the run folder ``out``; return its path.
 
+    With ``config.fit_final`` every selected model is then fitted on all usable lesions and saved in
+    ``out/models/`` (:func:`adaptrt.response.final.save_final_models`): the deployment models, whose
+    performance on new lesions is what Table 1 estimates.
+
     Nothing is written when the manifest, a file it lists, or the cohort's size is bad (an
     :class:`~adaptrt.errors.InputError` names the problem).
     """
     from ..io.manifest import check_cohort, read_manifest
+    from .final import fit_final_models, save_final_models
 
     check_writable(out, overwrite=overwrite)
     cohort = read_manifest(manifest)
     check_cohort(cohort, threshold=config.threshold, progress=progress)
     lesions, notes = prepare_cohort(cohort, config, progress=progress)
     results = run_trials(lesions, config, progress=progress)
+    final = fit_final_models(lesions, config, progress=progress) if config.fit_final else None
     command = (
         " ".join(["adaptrt", *sys.argv[1:]])
         if sys.argv and "adaptrt" in sys.argv[0]
@@ -62,7 +78,9 @@ def run_response_study(
         title="adaptrt response study (Part I)",
     ) as run:
         write_results(run, lesions, notes, results, config)
-        add_report_sections(run, run.report, lesions, notes, results, config)
+        if final is not None:
+            save_final_models(final, run.stage)
+        add_report_sections(run, run.report, lesions, notes, results, config, final=final)
     return Path(out)
 
 
@@ -141,8 +159,10 @@ def add_report_sections(
     notes: Sequence[str],
     results: ResponseResults,
     config: ResponseConfig,
+    *,
+    final: FinalModels | None = None,
 ) -> None:
-    """The study's sections of a report (also used by ``adaptrt demo``)."""
+    """The study's sections of a report (also used by ``adaptrt demo``); ``final``: the saved final models."""
     from . import figures as rf
 
     n_resp = sum(d.label for d in lesions)
@@ -160,6 +180,14 @@ def add_report_sections(
         f"lesion's probability is the mean over its slices. Autoencoder + classifier: {config.train.epochs} "
         f"epochs, batch {config.train.batch_size}, AdamW lr {config.train.lr:g}, mode {config.train.mode}. "
         "Hyper-parameters are fixed in advance; no model is selected on the test part."
+        + (
+            f" Ablation ({MODEL_NAMES['cam_sequential']}): the same network trained sequentially, the "
+            f"autoencoder for {config.train.epochs} epochs, then the encoder frozen and the classifier trained "
+            f"for {network_train_config(config, 'cam_sequential').n_classifier_epochs} epochs, on the same "
+            "splits (the variant the paper set aside); its CAMs are not computed."
+            if "cam_sequential" in config.models
+            else ""
+        )
     )
     if notes:
         sec.note(f"{len(notes)} lesion(s) excluded: " + "; ".join(notes))
@@ -217,6 +245,34 @@ def add_report_sections(
             )
     if results.example_cams:
         _cam_sections(run, report, lesions, results)
+    if final is not None:
+        _final_section(report, final)
+
+
+def _final_section(report: Report, final: FinalModels) -> None:
+    sec = report.section("Final models (for deployment)")
+    sec.text(
+        f"After the trials every model was fitted once more on all {final.n_lesions} usable lesions "
+        f"({final.n_responders} responders, {final.n_patients} patients), nothing held out, and saved in "
+        "models/ with models/manifest.json (configs, versions, checksums). These are the models to use on new "
+        "lesions (adaptrt response predict); Table 1 above, computed on held-out lesions only, is the estimate "
+        "of their performance; they have no test of their own."
+    )
+    sec.table(
+        [
+            {
+                "model": MODEL_NAMES[m],
+                "file": f"models/final_{m}.{'pt' if m in final.networks else 'joblib'}",
+                "training samples": final.n_samples[m],
+            }
+            for m in final.names
+        ]
+    )
+    if final.features:
+        sec.note(
+            "The .joblib files are pickles: loading one executes code stored in it. Load only run folders you "
+            "trust."
+        )
 
 
 def _bottleneck_and_gradients(model: Any, x: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,13 @@ Protocol (Peng, Jiang & Timmerman, Part I, Methods; the ``paper`` profile)
 * Models: radiomics (PyRadiomics features of the GTV, original + wavelet) and gradient features, each through
   an imputer -> scaler -> F-test selection -> logistic pipeline fitted on the training split only
   (:mod:`adaptrt.response.features`); the autoencoder + classifier (:mod:`adaptrt.response.train`).
+* Opt-in ablation ``cam_sequential``: the same autoencoder + classifier trained in the mode the paper set
+  aside (autoencoder first, then the encoder frozen and the classifier trained;
+  ``TrainConfig(mode="sequential")``), on the same splits and scored with the same metrics; its CAMs are not
+  computed.
+* After the trials, every selected model can be fitted once more on *all* usable lesions
+  (:mod:`adaptrt.response.final`, ``ResponseConfig.fit_final``): those are the models to deploy, and Table 1
+  (computed on held-out lesions only) is the estimate of their performance.
   Hyper-parameters are fixed in advance: nothing is selected on the test part, and the test curves in the
   report are for monitoring only.
 
@@ -56,23 +63,30 @@ from .train import PAPER, QUICK, TrainConfig
 __all__ = [
     "CAM_METHODS",
     "MODEL_NAMES",
+    "NETWORK_MODELS",
     "TABLE1_METRICS",
     "LesionData",
     "ResponseConfig",
     "ResponseResults",
+    "network_train_config",
     "prepare_cohort",
     "response_config",
     "run_trials",
 ]
 
 Profile = Literal["quick", "paper"]
-ModelName = Literal["radiomics", "gradients", "cam"]
-#: The three models of Table 1, in its column order, with the paper's names.
+ModelName = Literal["radiomics", "gradients", "cam", "cam_sequential"]
+#: The models of Table 1, in its column order, with the paper's names: the paper's three, then the opt-in
+#: ablation ``cam_sequential`` (the same network trained in the paper's set-aside sequential mode).
 MODEL_NAMES: dict[str, str] = {
     "radiomics": "Radiomics Model",
     "gradients": "Gradients Model",
     "cam": "Pixel-CAM Model",
+    "cam_sequential": "Sequential AE+classifier (ablation)",
 }
+#: The autoencoder + classifier models: ``cam`` trains with ``ResponseConfig.train`` as given (the paper's
+#: joint mode by default), the ablation with ``mode="sequential"`` (see :func:`network_train_config`).
+NETWORK_MODELS: tuple[str, ...] = ("cam", "cam_sequential")
 #: Table 1's rows.
 TABLE1_METRICS: tuple[str, ...] = ("sensitivity", "specificity", "accuracy", "auc", "precision", "f1")
 CAM_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "pixelwise")
@@ -93,7 +107,8 @@ class ResponseConfig:
     seed
         Seed of the splits and of every model.
     models
-        Which of ``radiomics``, ``gradients``, ``cam`` to run.
+        Which of ``radiomics``, ``gradients``, ``cam`` and ``cam_sequential`` (the ablation, opt-in: in no
+        profile's default) to run.
     preprocess
         Slices of the training data (the paper: one slice, Part I rotations).
     train
@@ -102,6 +117,9 @@ class ResponseConfig:
         Feature settings.
     score_cams
         Compute CAMs of every test lesion (and score them when truth is available).
+    fit_final
+        After the trials, fit every selected model on all usable lesions and save them in the run folder
+        (``models/``; see :mod:`adaptrt.response.final`).
     """
 
     profile: Profile = "paper"
@@ -117,6 +135,7 @@ class ResponseConfig:
     radiomics: RadiomicsConfig = field(default_factory=RadiomicsConfig)
     gradients: GradientConfig = field(default_factory=GradientConfig)
     score_cams: bool = True
+    fit_final: bool = True
 
     def __post_init__(self) -> None:
         if self.profile not in ("quick", "paper"):
@@ -138,6 +157,11 @@ class ResponseConfig:
                 field="models",
                 fix=f"choose from {list(MODEL_NAMES)}",
             )
+        if len(set(self.models)) != len(self.models):
+            raise InputError(f"models {list(self.models)} has repeats", field="models", fix="list each once")
+        for name in ("score_cams", "fit_final"):
+            if not isinstance(getattr(self, name), bool):
+                raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}", field=name)
 
 
 def response_config(profile: Profile = "paper", **changes: Any) -> ResponseConfig:
@@ -146,6 +170,9 @@ def response_config(profile: Profile = "paper", **changes: Any) -> ResponseConfi
     ``paper``: 50 trials, 150 epochs, one slice × 6 rotations per lesion, radiomics with wavelets.
     ``quick``: 3 trials, 12 epochs, radiomics without wavelets (about a minute on 2 CPU cores for the
     default simulated cohort).
+    Both fit the final models after the trials (``fit_final``; in ``quick`` the network's final fit on the
+    414 samples of the default cohort adds about 6 s on 2 CPU threads, 12 s on 1). The ablation
+    ``cam_sequential`` is in neither profile's ``models``: add it to run it.
     """
     if profile == "paper":
         base = ResponseConfig(profile="paper")
@@ -159,6 +186,23 @@ def response_config(profile: Profile = "paper", **changes: Any) -> ResponseConfi
     else:
         raise InputError(f"profile must be 'quick' or 'paper', got {profile!r}", field="--profile")
     return dataclasses.replace(base, **changes) if changes else base
+
+
+def network_train_config(config: ResponseConfig, name: str) -> TrainConfig:
+    """The training settings of the network ``name``: ``config.train`` for ``cam``; for the ablation
+    ``cam_sequential`` the same with ``mode="sequential"`` (each phase ``config.train.epochs`` long unless
+    ``classifier_epochs`` is set).
+
+    Raises
+    ------
+    ValueError
+        For a name that is not in :data:`NETWORK_MODELS`.
+    """
+    if name == "cam":
+        return config.train
+    if name == "cam_sequential":
+        return dataclasses.replace(config.train, mode="sequential")
+    raise ValueError(f"name must be one of {list(NETWORK_MODELS)}, got {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -393,7 +437,9 @@ def run_trials(
                 for test_set in ("mri2", "mri1"):
                     p = pipe.predict_proba(tables[(kind, test_set)][te])[:, 1]
                     record(split.trial, kind, test_set, te, p)
-        if "cam" in config.models:
+        for name in NETWORK_MODELS:
+            if name not in config.models:
+                continue
             _cam_trial(
                 results,
                 lesions,
@@ -404,6 +450,8 @@ def run_trials(
                 record,
                 AutoencoderClassifier,
                 cam_scores,
+                name=name,
+                train=network_train_config(config, name),
                 progress=False,
             )
         if on_trial is not None:
@@ -422,28 +470,34 @@ def _cam_trial(
     estimator: Any,
     cam_scores: Any,
     *,
+    name: str,
+    train: TrainConfig,
     progress: bool,
 ) -> None:
+    """Train the network ``name`` (``cam`` or the ablation ``cam_sequential``) on one split and record it.
+
+    Only ``cam`` keeps its trial-0 model and history and has its CAMs computed and scored.
+    """
     tr, te = split.train, split.test
     xt, mt, _ = _stack([lesions[i].train for i in tr])
     yt = np.concatenate([np.full(len(lesions[i].train), y[i]) for i in tr])
     test2 = [lesions[i].test_mri2 for i in te]
     xv, mv, gv = _stack(test2)
     yv = np.concatenate([np.full(len(s), y[i]) for s, i in zip(test2, te, strict=True)])
-    model = estimator(config.train, seed=trial_seed).fit(
+    model = estimator(train, seed=trial_seed).fit(
         xt, mt, yt, x_val=xv, mask_val=mv, y_val=yv, progress=progress
     )
-    if split.trial == results.splits[0].trial:
+    if name == "cam" and split.trial == results.splits[0].trial:
         results.history = [dict(h) for h in model.history_]
         results.first_model = model
     sizes2 = [len(s) for s in test2]
-    record(split.trial, "cam", "mri2", te, _per_lesion_mean(model.predict_proba(xv, mv), sizes2))
+    record(split.trial, name, "mri2", te, _per_lesion_mean(model.predict_proba(xv, mv), sizes2))
     test1 = [lesions[i].test_mri1 for i in te]
     x1, m1, _ = _stack(test1)
     record(
-        split.trial, "cam", "mri1", te, _per_lesion_mean(model.predict_proba(x1, m1), [len(s) for s in test1])
+        split.trial, name, "mri1", te, _per_lesion_mean(model.predict_proba(x1, m1), [len(s) for s in test1])
     )
-    if not config.score_cams:
+    if name != "cam" or not config.score_cams:
         return
     sample_lesion = np.concatenate([np.full(n, i) for n, i in zip(sizes2, te, strict=True)])
     true_class = y[sample_lesion]
@@ -526,14 +580,18 @@ def table1_numbers(metric_rows: Sequence[Mapping[str, Any]]) -> list[dict[str, A
 def comparisons(
     metric_rows: Sequence[Mapping[str, Any]], splits: Sequence[Split], *, seed: int
 ) -> list[dict[str, Any]]:
-    """Paired comparison of the CAM model with each other model across trials, per Table 1 metric (mri2)."""
+    """Paired comparison of the CAM model with each other model across trials, per Table 1 metric (mri2).
+
+    The other models are those present among ``radiomics``, ``gradients`` and the ablation
+    ``cam_sequential`` (joint minus sequential training); none when ``cam`` was not run.
+    """
     from ..metrics.stats import paired_comparison
 
     ratio = float(np.mean([len(s.test) / len(s.train) for s in splits]))
     out = []
     by = {(r["model"], r["trial"]): r for r in metric_rows if r["test_set"] == "mri2"}
     trials = sorted({s.trial for s in splits})
-    for other in ("radiomics", "gradients"):
+    for other in ("radiomics", "gradients", "cam_sequential"):
         if not any(k[0] == other for k in by) or not any(k[0] == "cam" for k in by):
             continue
         for metric in TABLE1_METRICS:
