@@ -224,18 +224,18 @@ def _preprocessing(run: RunFolder, cohort: Cohort, pcfg: PreprocessConfig) -> No
 
 
 def _response(run: RunFolder, cohort: Cohort, rcfg: ResponseConfig, progress: bool) -> None:
-    """The response study (Part I) on the demo cohort; its tables go to results/response/."""
-    from .response.run import add_report_sections
-    from .response.study import cam_summary, prepare_cohort, run_trials, table1
+    """The response study (Part I) on the demo cohort: the same outputs as ``adaptrt response run``."""
+    from .response.final import fit_final_models, save_final_models
+    from .response.run import add_report_sections, write_results
+    from .response.study import prepare_cohort, run_trials
 
     lesions, notes = prepare_cohort(cohort, rcfg, progress=progress)
     results = run_trials(lesions, rcfg, progress=progress)
-    run.write_csv("results/response/table1.csv", table1(results.metric_rows, test_set="mri2"))
-    run.write_csv("results/response/table1_mri1.csv", table1(results.metric_rows, test_set="mri1"))
-    run.write_csv("results/response/metrics_per_trial.csv", results.metric_rows)
-    if results.cam_rows:
-        run.write_csv("results/response/cam_scores.csv", cam_summary(results.cam_rows))
-    add_report_sections(run, run.report, lesions, notes, results, rcfg)
+    final = fit_final_models(lesions, rcfg, progress=progress) if rcfg.fit_final else None
+    write_results(run, lesions, notes, results, rcfg)
+    if final is not None:
+        save_final_models(final, run.stage)
+    add_report_sections(run, run.report, lesions, notes, results, rcfg, final=final)
 
 
 def _glioblastoma(run: RunFolder, cfg: DemoConfig) -> None:
