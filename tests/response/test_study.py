@@ -166,3 +166,40 @@ def test_run_folder_with_ablation_and_final_models(tiny_manifest, tmp_path):
         tiny_manifest, tmp_path / "run2", dataclasses.replace(cfg, fit_final=False), progress=False
     )
     assert not (no_final / "models").exists()
+
+
+def test_lesions_without_followup_or_second_mri_are_excluded_with_a_note(tiny_manifest, tmp_path):
+    import shutil
+
+    from adaptrt.io.manifest import read_manifest as read
+
+    root = tmp_path / "cohort"
+    shutil.copytree(tiny_manifest.parent, root)
+    with (root / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    first, second = (
+        rows[0],
+        next(
+            r
+            for r in rows
+            if (r["patient_id"], r["lesion_id"]) != (rows[0]["patient_id"], rows[0]["lesion_id"])
+        ),
+    )
+    drop = {
+        (first["patient_id"], first["lesion_id"], "followup"),
+        (second["patient_id"], second["lesion_id"], "mri2"),
+    }
+    kept = [r for r in rows if (r["patient_id"], r["lesion_id"], r["timepoint"]) not in drop]
+    with (root / "manifest.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(kept)
+    lesions, notes = prepare_cohort(read(root / "manifest.csv"), _config(models=("gradients",)))
+    assert len(lesions) == TINY.n_lesions - 2
+    key1, key2 = (
+        f"{first['patient_id']}/{first['lesion_id']}",
+        f"{second['patient_id']}/{second['lesion_id']}",
+    )
+    assert any(n.startswith(key1) and "followup" in n for n in notes)
+    assert any(n.startswith(key2) and "mri2" in n for n in notes)
+    assert {d.key for d in lesions}.isdisjoint({key1, key2})
