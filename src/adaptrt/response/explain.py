@@ -740,7 +740,9 @@ def _run_preprocess(config_json: Path) -> PreprocessConfig:
         raise InputError(
             f"cannot be read as JSON ({exc})", path=config_json, fix="restore the run's config.json"
         ) from exc
-    section = data.get("preprocess") if isinstance(data, dict) else None
+    # a response run saves its ResponseConfig at the top level; the demo nests it under "response"
+    owner = data.get("response") if isinstance(data, dict) and isinstance(data.get("response"), dict) else data
+    section = owner.get("preprocess") if isinstance(owner, dict) else None
     if not isinstance(section, dict):
         raise InputError(
             "has no 'preprocess' settings, so the model's preprocessing is unknown",
