@@ -75,3 +75,13 @@ def test_outputs_get_normal_permissions(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~mask
     out = _write_run(tmp_path / "run")
     assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
+
+
+def test_run_json_counts_from_the_given_start(tmp_path):
+    import datetime as dt
+
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=90)
+    with RunFolder(tmp_path / "run", command="x", config={}, seed=0, started=started):
+        pass
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["duration_s"] >= 90

@@ -73,6 +73,9 @@ class RunFolder:
         Title of ``report.html``.
     overwrite
         Replace an existing folder at ``path`` (only once the new run has finished).
+    started
+        When the run's work began (UTC), for runs that compute first and open their folder at the end;
+        default: when the folder is opened.
 
     Examples
     --------
@@ -90,6 +93,7 @@ class RunFolder:
         seed: int | None,
         title: str = "adaptrt run",
         overwrite: bool = False,
+        started: _dt.datetime | None = None,
     ) -> None:
         self.path = check_writable(path, overwrite=overwrite)
         self.command = command
@@ -99,13 +103,15 @@ class RunFolder:
         self.report = Report(title)
         self._stack: contextlib.ExitStack | None = None
         self._stage: Path | None = None
-        self._started = _dt.datetime.now(_dt.UTC)
+        self._started = started or _dt.datetime.now(_dt.UTC)
+        self._started_given = started is not None
 
     # --------------------------------------------------------------- context protocol
     def __enter__(self) -> RunFolder:
         self._stack = contextlib.ExitStack()
         self._stage = self._stack.enter_context(atomic_dir(self.path, overwrite=self.overwrite))
-        self._started = _dt.datetime.now(_dt.UTC)
+        if not self._started_given:
+            self._started = _dt.datetime.now(_dt.UTC)
         return self
 
     def __exit__(

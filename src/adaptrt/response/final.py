@@ -42,6 +42,7 @@ test* only when no lesion was among the training lesions (same identifier or sam
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import hashlib
 import json
 import math
@@ -794,6 +795,7 @@ def run_predict(
     from ..report.run import RunFolder
     from .study import TABLE1_METRICS
 
+    started = _dt.datetime.now(_dt.UTC)
     check_writable(out, overwrite=overwrite)
     models = load_final_models(run_folder)
     cohort = read_manifest(manifest)
@@ -838,6 +840,7 @@ def run_predict(
         seed=models.seed,
         overwrite=overwrite,
         title="adaptrt response predict",
+        started=started,
     ) as run:
         run.write_csv("results/predictions.csv", rows)
         run.write_json(

@@ -7,6 +7,7 @@ performance Table 1 estimates; ``adaptrt response predict`` applies them to new 
 
 from __future__ import annotations
 
+import datetime as _dt
 import math
 import sys
 from collections.abc import Sequence
@@ -58,6 +59,7 @@ def run_response_study(
     from ..io.manifest import check_cohort, read_manifest
     from .final import fit_final_models, save_final_models
 
+    started = _dt.datetime.now(_dt.UTC)
     check_writable(out, overwrite=overwrite)
     cohort = read_manifest(manifest)
     check_cohort(cohort, threshold=config.threshold, progress=progress)
@@ -76,6 +78,7 @@ def run_response_study(
         seed=config.seed,
         overwrite=overwrite,
         title="adaptrt response study (Part I)",
+        started=started,
     ) as run:
         write_results(run, lesions, notes, results, config)
         if final is not None:
