@@ -741,7 +741,9 @@ def _run_preprocess(config_json: Path) -> PreprocessConfig:
             f"cannot be read as JSON ({exc})", path=config_json, fix="restore the run's config.json"
         ) from exc
     # a response run saves its ResponseConfig at the top level; the demo nests it under "response"
-    owner = data.get("response") if isinstance(data, dict) and isinstance(data.get("response"), dict) else data
+    owner = (
+        data.get("response") if isinstance(data, dict) and isinstance(data.get("response"), dict) else data
+    )
     section = owner.get("preprocess") if isinstance(owner, dict) else None
     if not isinstance(section, dict):
         raise InputError(
