@@ -203,3 +203,16 @@ def test_lesions_without_followup_or_second_mri_are_excluded_with_a_note(tiny_ma
     assert any(n.startswith(key1) and "followup" in n for n in notes)
     assert any(n.startswith(key2) and "mri2" in n for n in notes)
     assert {d.key for d in lesions}.isdisjoint({key1, key2})
+
+
+def test_batched_trials_match_one_at_a_time(tiny_manifest):
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    cfg = _config(models=("cam",), score_cams=False, fit_final=False)
+    lesions, _ = prepare_cohort(read_manifest(tiny_manifest), cfg)
+    batched = run_trials(lesions, dataclasses.replace(cfg, batch_trials=2))
+    single = run_trials(lesions, dataclasses.replace(cfg, batch_trials=1))
+    pb = np.array([p["probability"] for p in batched.prediction_rows])
+    ps = np.array([p["probability"] for p in single.prediction_rows])
+    assert [p["lesion"] for p in batched.prediction_rows] == [p["lesion"] for p in single.prediction_rows]
+    np.testing.assert_allclose(pb, ps, atol=5e-3)

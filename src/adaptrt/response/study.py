@@ -117,6 +117,9 @@ class ResponseConfig:
         Feature settings.
     score_cams
         Compute CAMs of every test lesion (and score them when truth is available).
+    batch_trials
+        Networks of this many trials are trained together (:func:`adaptrt.response.batched.fit_many`, the
+        same result as one ``fit`` per trial up to float32 rounding, 2-4x faster on a CPU); 1 = one at a time.
     fit_final
         After the trials, fit every selected model on all usable lesions and save them in the run folder
         (``models/``; see :mod:`adaptrt.response.final`).
@@ -136,6 +139,7 @@ class ResponseConfig:
     gradients: GradientConfig = field(default_factory=GradientConfig)
     score_cams: bool = True
     fit_final: bool = True
+    batch_trials: int = 4
 
     def __post_init__(self) -> None:
         if self.profile not in ("quick", "paper"):
@@ -148,6 +152,10 @@ class ResponseConfig:
             )
         if not (isinstance(self.n_trials, int) and self.n_trials >= 1):
             raise InputError(f"n_trials must be an int >= 1, got {self.n_trials!r}", field="n_trials")
+        if not (isinstance(self.batch_trials, int) and self.batch_trials >= 1):
+            raise InputError(
+                f"batch_trials must be an int >= 1, got {self.batch_trials!r}", field="batch_trials"
+            )
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise InputError(f"seed must be an int >= 0, got {self.seed!r}", field="seed")
         unknown = [m for m in self.models if m not in MODEL_NAMES]
@@ -395,7 +403,6 @@ def run_trials(
     from ..metrics.classification import binary_metrics
     from .cam import cam_scores
     from .features import feature_model, features_table
-    from .train import AutoencoderClassifier
 
     y = np.array([d.label for d in lesions], dtype=int)
     groups = np.array([d.lesion.patient_id for d in lesions])
@@ -423,9 +430,14 @@ def run_trials(
                 }
             )
 
+    networks: dict[tuple[str, int], Any] = {}
+    for name in NETWORK_MODELS:
+        if name in config.models:
+            networks.update(_fit_networks(lesions, y, splits, config, name, progress=progress))
+
     for split in tqdm(splits, desc="trials", unit="trial", disable=not progress):
         tr, te = split.train, split.test
-        trial_seed = int(split.seed % (2**31))
+        trial_seed = _trial_seed(split)
         for kind in ("radiomics", "gradients"):
             if kind not in config.models:
                 continue
@@ -446,17 +458,64 @@ def run_trials(
                 y,
                 split,
                 config,
-                trial_seed,
                 record,
-                AutoencoderClassifier,
+                networks[(name, split.trial)],
                 cam_scores,
                 name=name,
-                train=network_train_config(config, name),
-                progress=False,
             )
         if on_trial is not None:
             on_trial(split.trial, len(splits))
     return results
+
+
+def _trial_seed(split: Split) -> int:
+    return int(split.seed % (2**31))
+
+
+def _trial_data(lesions: Sequence[LesionData], y: NDArray[np.int64], split: Split) -> Any:
+    """The network's training data (first MRI, augmented) and monitoring data (second MRI) of one split."""
+    from .batched import TrialData
+
+    xt, mt, _ = _stack([lesions[i].train for i in split.train])
+    yt = np.concatenate([np.full(len(lesions[i].train), y[i]) for i in split.train])
+    test2 = [lesions[i].test_mri2 for i in split.test]
+    xv, mv, _ = _stack(test2)
+    yv = np.concatenate([np.full(len(s), y[i]) for s, i in zip(test2, split.test, strict=True)])
+    return TrialData(xt, mt, yt, xv, mv, yv)
+
+
+def _fit_networks(
+    lesions: Sequence[LesionData],
+    y: NDArray[np.int64],
+    splits: Sequence[Split],
+    config: ResponseConfig,
+    name: str,
+    *,
+    progress: bool,
+) -> dict[tuple[str, int], Any]:
+    """Fit the network ``name`` of every split, ``config.batch_trials`` trials at a time."""
+    from tqdm.auto import tqdm
+
+    from .batched import fit_many
+    from .train import AutoencoderClassifier
+
+    train = network_train_config(config, name)
+    out: dict[tuple[str, int], Any] = {}
+    k = config.batch_trials
+    chunks = [list(splits[i : i + k]) for i in range(0, len(splits), k)]
+    for chunk in tqdm(chunks, desc=f"training {name}", unit=f"x{k} trials", disable=not progress):
+        data = [_trial_data(lesions, y, s) for s in chunk]
+        if k == 1:
+            d = data[0]
+            models = [
+                AutoencoderClassifier(train, seed=_trial_seed(chunk[0])).fit(
+                    d.x, d.mask, d.y, x_val=d.x_val, mask_val=d.mask_val, y_val=d.y_val
+                )
+            ]
+        else:
+            models = fit_many(train, data, [_trial_seed(s) for s in chunk])
+        out.update({(name, s.trial): m for s, m in zip(chunk, models, strict=True)})
+    return out
 
 
 def _cam_trial(
@@ -465,28 +524,19 @@ def _cam_trial(
     y: NDArray[np.int64],
     split: Split,
     config: ResponseConfig,
-    trial_seed: int,
     record: Callable[[int, str, str, NDArray[np.int64], NDArray[np.float64]], None],
-    estimator: Any,
+    model: Any,
     cam_scores: Any,
     *,
     name: str,
-    train: TrainConfig,
-    progress: bool,
 ) -> None:
-    """Train the network ``name`` (``cam`` or the ablation ``cam_sequential``) on one split and record it.
+    """Record the fitted network ``name`` (``cam`` or the ablation ``cam_sequential``) of one split.
 
     Only ``cam`` keeps its trial-0 model and history and has its CAMs computed and scored.
     """
-    tr, te = split.train, split.test
-    xt, mt, _ = _stack([lesions[i].train for i in tr])
-    yt = np.concatenate([np.full(len(lesions[i].train), y[i]) for i in tr])
+    te = split.test
     test2 = [lesions[i].test_mri2 for i in te]
     xv, mv, gv = _stack(test2)
-    yv = np.concatenate([np.full(len(s), y[i]) for s, i in zip(test2, te, strict=True)])
-    model = estimator(train, seed=trial_seed).fit(
-        xt, mt, yt, x_val=xv, mask_val=mv, y_val=yv, progress=progress
-    )
     if name == "cam" and split.trial == results.splits[0].trial:
         results.history = [dict(h) for h in model.history_]
         results.first_model = model
