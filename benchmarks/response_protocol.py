@@ -60,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--batch-trials",
+        type=int,
+        default=4,
+        help="networks of this many trials trained together (4; 1 = plain)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
@@ -81,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         n_trials=args.trials,
         train=dataclasses.replace(base.train, epochs=args.epochs, device=args.device),
         fit_final=False,
+        batch_trials=args.batch_trials,
     )
     device = _device_text(args.device)
 
@@ -105,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"  excluded: {note}")
 
+    print(f"networks trained {config.batch_trials} trial(s) at a time (--batch-trials)")
     per_trial: dict[str, float] = {}
     for model in models:
         cfg = dataclasses.replace(config, models=(model,))
