@@ -88,12 +88,12 @@ def _cmd_cohort_check(args: argparse.Namespace) -> int:
         summary = mf.check_cohort(cohort, threshold=args.threshold, progress=not args.quiet)
     print(summary.to_text())
     if args.out is not None:
-        from .report.run import RunFolder
+        from .report.run import RunFolder, command_line
 
         config = {"manifest": str(path.resolve()), "layout": layout, "threshold": args.threshold}
         with RunFolder(
             args.out,
-            command="adaptrt " + " ".join(sys.argv[1:]),
+            command=command_line("adaptrt cohort check"),
             config=config,
             seed=None,
             title=f"adaptrt cohort check: {path.name}",

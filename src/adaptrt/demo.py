@@ -10,7 +10,6 @@ maps. The study sections (response, drift, target) are added to this run as thos
 from __future__ import annotations
 
 import csv
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from .cohort import FIRST_TIMEPOINT, FOLLOWUP_TIMEPOINT, SECOND_TIMEPOINT, Cohor
 from .errors import InputError
 from .preprocess import PART1_ANGLES, PreprocessConfig, prepare_lesion
 from .report.html import Section
-from .report.run import RunFolder
+from .report.run import RunFolder, command_line
 from .response.study import ResponseConfig, response_config
 from .simulate.glioblastoma import GlioblastomaConfig
 from .simulate.metastases import MetastasisConfig
@@ -70,10 +69,6 @@ class DemoConfig:
             )
 
 
-def _command() -> str:
-    return " ".join(["adaptrt", *sys.argv[1:]]) if sys.argv and "adaptrt" in sys.argv[0] else "run_demo"
-
-
 def run_demo(
     out: str | Path, config: DemoConfig | None = None, *, overwrite: bool = False, progress: bool = True
 ) -> Path:
@@ -95,7 +90,12 @@ def run_demo(
 
     cfg = config or DemoConfig()
     with RunFolder(
-        out, command=_command(), config=cfg, seed=cfg.seed, title="adaptrt demo", overwrite=overwrite
+        out,
+        command=command_line("run_demo"),
+        config=cfg,
+        seed=cfg.seed,
+        title="adaptrt demo",
+        overwrite=overwrite,
     ) as run:
         manifest = write_metastasis_cohort(
             run.file("cohort"), config=cfg.metastases, seed=cfg.seed, progress=progress

@@ -32,7 +32,14 @@ from ..config import to_jsonable
 from ..io.atomic import atomic_dir, check_writable
 from .html import Report
 
-__all__ = ["RunFolder", "write_csv_rows"]
+__all__ = ["RunFolder", "command_line", "write_csv_rows"]
+
+
+def command_line(api_call: str) -> str:
+    """The ``adaptrt ...`` command line of this process, or ``api_call`` when called from Python."""
+    if sys.argv and "adaptrt" in Path(sys.argv[0]).name:
+        return " ".join(["adaptrt", *sys.argv[1:]])
+    return api_call
 
 
 def _library_versions() -> dict[str, str]:

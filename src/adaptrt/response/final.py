@@ -792,7 +792,7 @@ def run_predict(
     """
     from ..io.manifest import read_manifest
     from ..metrics.classification import binary_metrics
-    from ..report.run import RunFolder
+    from ..report.run import RunFolder, command_line
     from .study import TABLE1_METRICS
 
     started = _dt.datetime.now(_dt.UTC)
@@ -823,7 +823,7 @@ def run_predict(
                 "n_responders": int(sum(r["label"] for r in use)),
             }
         )
-    command = " ".join(["adaptrt", *sys.argv[1:]]) if sys.argv and "adaptrt" in sys.argv[0] else "run_predict"
+    command = command_line("run_predict")
     config = {
         "run_folder": str(Path(run_folder).resolve()),
         "manifest": str(Path(manifest).resolve()),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +17,7 @@ import numpy as np
 
 from ..io.atomic import check_writable
 from ..report.html import Report
-from ..report.run import RunFolder
+from ..report.run import RunFolder, command_line
 from .study import (
     MODEL_NAMES,
     LesionData,
@@ -66,11 +65,7 @@ def run_response_study(
     lesions, notes = prepare_cohort(cohort, config, progress=progress)
     results = run_trials(lesions, config, progress=progress)
     final = fit_final_models(lesions, config, progress=progress) if config.fit_final else None
-    command = (
-        " ".join(["adaptrt", *sys.argv[1:]])
-        if sys.argv and "adaptrt" in sys.argv[0]
-        else "run_response_study"
-    )
+    command = command_line("run_response_study")
     with RunFolder(
         out,
         command=command,
