@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from adaptrt.io.rtstruct import (
     write_rtstruct,
 )
 from adaptrt.types import Volume
+from tests.dicom_check import dciodvfy_lines
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -262,15 +261,7 @@ def test_modules_and_references(written: tuple[Path, DicomSeries, Volume, Volume
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:
-    exe = shutil.which("dciodvfy")
-    if exe is None:
-        if os.environ.get("ADAPTRT_REQUIRE_DCIODVFY") == "1":
-            pytest.fail("dciodvfy is required (ADAPTRT_REQUIRE_DCIODVFY=1) but not installed")
-        pytest.skip("dciodvfy (dicom3tools) is not installed")
-    result = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60, check=False)
-    lines = (result.stdout + result.stderr).splitlines()
-    assert any("RTStructureSet" in line for line in lines), lines  # dciodvfy recognised the IOD
-    return [line for line in lines if line.startswith("Error")]
+    return [line for line in dciodvfy_lines(path, "RTStructureSet") if line.startswith("Error")]
 
 
 def test_dciodvfy_reports_no_errors(

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -36,6 +33,7 @@ from adaptrt.response.explain import (
 from adaptrt.response.train import AutoencoderClassifier, TrainConfig
 from adaptrt.simulate.metastases import MetastasisConfig, write_metastasis_cohort
 from adaptrt.types import Volume
+from tests.dicom_check import dciodvfy_lines
 
 #: The study's preprocessing (one slice, rotations) except for fewer angles: explain must override both.
 PRE = PreprocessConfig(n_slices=1, angles_deg=(0.0, 90.0))
@@ -342,15 +340,7 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory, model: AutoencoderClass
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:
-    exe = shutil.which("dciodvfy")
-    if exe is None:
-        if os.environ.get("ADAPTRT_REQUIRE_DCIODVFY") == "1":
-            pytest.fail("dciodvfy is required (ADAPTRT_REQUIRE_DCIODVFY=1) but not installed")
-        pytest.skip("dciodvfy (dicom3tools) is not installed")
-    result = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=60, check=False)
-    lines = (result.stdout + result.stderr).splitlines()
-    assert any("RTStructureSet" in line for line in lines), lines  # dciodvfy recognised the IOD
-    return [line for line in lines if "Error" in line]
+    return [line for line in dciodvfy_lines(path, "RTStructureSet") if "Error" in line]
 
 
 def _target_with_boost(run: Path, manifest: Path, key: str) -> Literal["pos", "neg"]:
