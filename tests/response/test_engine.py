@@ -1,0 +1,149 @@
+"""Tests of :mod:`adaptrt.response.engine`: the hand-written trainer equals the autograd one to rounding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from adaptrt.errors import InputError
+from adaptrt.response.batched import TrialData
+from adaptrt.response.engine import _Engine, _pool_map, _subpixel_map, fit_fast
+from adaptrt.response.train import AutoencoderClassifier, TrainConfig
+
+# See tests/response/test_batched.py: this bias's gradient is 0 in exact arithmetic (the batch norm removes
+# any constant), so its float32 value is rounding noise that AdamW scales to +-lr per step.
+_NOISE_ONLY = ("classifier.1.bias", "classifier.2.running_mean")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noisy images whose labels follow the brightness of a square GTV."""
+    rng = np.random.default_rng(seed)
+    x = (0.2 * rng.random((n, 64, 64))).astype(np.float32)
+    y = np.arange(n) % 2
+    x[:, 24:40, 24:40] += np.where(y == 1, 0.7, 0.3)[:, None, None].astype(np.float32)
+    m = np.zeros((n, 16, 16), dtype=bool)
+    m[:, 5:11, 5:11] = True
+    return x, m, y
+
+
+def test_pool_block_as_one_product_equals_conv_then_max_pool() -> None:
+    # 4×4 stride-2 patches of the padded input times the mapped kernel = conv 3×3 'same' + max pool 2×2
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 3, 3, 3, generator=g, dtype=torch.float64)
+    want = F.max_pool2d(F.conv2d(x, w, padding=1), 2)  # (2, 4, 4, 4)
+    pm = _pool_map(torch.float64, torch.device("cpu"))
+    xp = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1).reshape(2, 5, 2, 5, 2, 3)  # (n, I, qa, J, qc, ch)
+    patches = torch.stack(
+        [xp[:, u : u + 4, :, v : v + 4].permute(0, 1, 3, 2, 4, 5) for u in range(2) for v in range(2)], dim=3
+    )  # (n, i, j, (u, v), qa, qc, ch)
+    wm = torch.einsum("spk,oik->sipo", pm, w.reshape(4, 3, 9)).reshape(16 * 3, 4, 4)
+    c = torch.einsum("nijs,spo->nijpo", patches.reshape(2, 4, 4, 48), wm)
+    got = c.amax(dim=3).permute(0, 3, 1, 2)
+    torch.testing.assert_close(got, want)
+
+
+def test_subpixel_map_equals_upsample_then_conv() -> None:
+    g = torch.Generator().manual_seed(1)
+    z = torch.rand(2, 5, 4, 4, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 5, 3, 3, generator=g, dtype=torch.float64)
+    want = F.conv2d(F.interpolate(z, scale_factor=2, mode="nearest"), w, padding=1)  # (2, 3, 8, 8)
+    sm = _subpixel_map(torch.float64, torch.device("cpu"))
+    ws = torch.einsum("uak,vcl,oikl->acoiuv", sm, sm, w).reshape(12, 5, 3, 3)
+    got = F.pixel_shuffle(
+        F.conv2d(z, ws, padding=1).view(2, 2, 2, 3, 4, 4).permute(0, 3, 1, 2, 4, 5).reshape(2, 12, 4, 4), 2
+    )
+    torch.testing.assert_close(got, want)
+
+
+def test_step_gradients_equal_autograd() -> None:
+    # one joint step without dropout: every parameter's gradient against loss.backward() of the module
+    from adaptrt.response.batched import _to_device, trial_generators
+    from adaptrt.response.engine import _PARAMS, _prepare
+    from adaptrt.response.losses import joint_loss
+
+    cfg = TrainConfig(epochs=1, batch_size=8, dropout=0.0, device="cpu")
+    x, m, y = _toy(8, 3)
+    net, _, _ = trial_generators(5, cfg)
+    net.train()
+    xt, mt, yt = _to_device(x, m, y, "", torch.device("cpu"))
+    out = net(xt.contiguous(), mt)
+    joint_loss(out, xt.contiguous(), mt, yt).total.backward()
+    engine = _Engine(8, cfg.width, torch.device("cpu"))
+    data = _prepare(xt, mt, yt, engine.maps)
+    p = {k: q.detach().clone() for k, q in net.named_parameters()}
+    bn = {k: v.detach().clone() for k, v in net.classifier[2].named_buffers()}
+    grads = {k: torch.zeros_like(p[k]) for k, _ in _PARAMS}
+    engine.step(p, bn, data, torch.arange(8), phase="joint", noise=None, grads=grads)
+    for k, q in net.named_parameters():
+        assert q.grad is not None
+        if k == "classifier.1.bias":
+            continue  # 0 in exact arithmetic: rounding noise on both sides
+        # float32 sums over 8 x 1024 positions taken in another order: compare against the gradient's scale
+        err = float((grads[k] - q.grad).abs().max())
+        assert err <= 1e-4 * float(q.grad.abs().max()) + 1e-9, (k, err)
+
+
+@pytest.mark.parametrize("mode", ["joint", "sequential"])
+def test_fit_fast_equals_fit(mode: str) -> None:
+    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", mode=mode)  # type: ignore[arg-type]
+    seeds = [3, 7, 11]
+    data = []
+    for i, n in enumerate((40, 33, 17)):  # 3, 3 and 2 batches an epoch (33 = 16 + 16 + 1: the 1 sits out)
+        x, m, y = _toy(n, i)
+        xv, mv, yv = _toy(10, 100 + i)
+        data.append(TrialData(x, m, y, xv, mv, yv))
+    fast = fit_fast(cfg, data, seeds, workers=2)
+    for d, s, got in zip(data, seeds, fast, strict=True):
+        want = AutoencoderClassifier(cfg, seed=s).fit(
+            d.x, d.mask, d.y, x_val=d.x_val, mask_val=d.mask_val, y_val=d.y_val
+        )
+        sd_want, sd_got = want.model_.state_dict(), got.model_.state_dict()
+        assert sd_want.keys() == sd_got.keys()
+        for k in sd_want:
+            if k in _NOISE_ONLY:
+                continue
+            torch.testing.assert_close(sd_got[k], sd_want[k], rtol=1e-4, atol=1e-5, msg=k)
+        assert len(got.history_) == len(want.history_) == 2 * (2 if mode == "sequential" else 1)
+        for h_got, h_want in zip(got.history_, want.history_, strict=True):
+            assert h_got["phase"] == h_want["phase"] and h_got["epoch"] == h_want["epoch"]
+            assert h_got["train_loss"] == pytest.approx(h_want["train_loss"], abs=1e-4)
+            assert h_got["train_acc"] == pytest.approx(h_want["train_acc"], abs=1e-9)
+            assert h_got["val_loss"] == pytest.approx(h_want["val_loss"], abs=1e-3)
+        np.testing.assert_allclose(
+            got.predict_proba(d.x_val, d.mask_val), want.predict_proba(d.x_val, d.mask_val), atol=5e-3
+        )
+
+
+def test_worker_count_does_not_change_the_result() -> None:
+    cfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
+    data = [TrialData(*_toy(24, i)) for i in range(3)]
+    one = fit_fast(cfg, data, [0, 1, 2], workers=1)
+    two = fit_fast(cfg, data, [0, 1, 2], workers=2)
+    for a, b in zip(one, two, strict=True):
+        for k, v in a.model_.state_dict().items():
+            assert torch.equal(v, b.model_.state_dict()[k]), k
+    assert torch.get_num_threads() == 1  # the caller's setting (the module fixture's) is restored
+
+
+def test_fit_fast_rejects_bad_arguments() -> None:
+    x, m, y = _toy(4, 0)
+    cfg = TrainConfig(epochs=1, device="cpu")
+    with pytest.raises(InputError, match="one seed per data set"):
+        fit_fast(cfg, [TrialData(x, m, y)], [0, 1])
+    with pytest.raises(InputError, match="given together"):
+        fit_fast(cfg, [TrialData(x, m, y, x_val=x)], [0])
+    with pytest.raises(InputError, match="workers"):
+        fit_fast(cfg, [TrialData(x, m, y)], [0], workers=0)
