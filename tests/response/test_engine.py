@@ -14,6 +14,8 @@ from adaptrt.response.batched import TrialData
 from adaptrt.response.engine import _Engine, _pool_map, _subpixel_map, fit_fast
 from adaptrt.response.train import AutoencoderClassifier, TrainConfig
 
+from .test_batched import _toy
+
 # See tests/response/test_batched.py: this bias's gradient is 0 in exact arithmetic (the batch norm removes
 # any constant), so its float32 value is rounding noise that AdamW scales to +-lr per step.
 _NOISE_ONLY = ("classifier.1.bias", "classifier.2.running_mean")
@@ -25,17 +27,6 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Noisy images whose labels follow the brightness of a square GTV."""
-    rng = np.random.default_rng(seed)
-    x = (0.2 * rng.random((n, 64, 64))).astype(np.float32)
-    y = np.arange(n) % 2
-    x[:, 24:40, 24:40] += np.where(y == 1, 0.7, 0.3)[:, None, None].astype(np.float32)
-    m = np.zeros((n, 16, 16), dtype=bool)
-    m[:, 5:11, 5:11] = True
-    return x, m, y
 
 
 def test_pool_block_as_one_product_equals_conv_then_max_pool() -> None:
