@@ -69,7 +69,7 @@ from .train import (
     resolve_device,
 )
 
-__all__ = ["TrialData", "fit_many", "ssim_matmul", "subpixel_weight", "trial_generators"]
+__all__ = ["TrialData", "check_many", "fit_many", "ssim_matmul", "subpixel_weight", "trial_generators"]
 
 _ENCODER = ("encoder.0", "encoder.3")
 _DECODER = ("decoder.1", "decoder.4")
@@ -100,6 +100,33 @@ class TrialData(NamedTuple):
     x_val: ArrayLike | None = None
     mask_val: ArrayLike | None = None
     y_val: ArrayLike | None = None
+
+
+def check_many(config: Any, data: Sequence[TrialData], seeds: Sequence[Any], caller: str) -> list[int]:
+    """Validate the arguments of a multi-model trainer; return the seeds as ints.
+
+    Raises
+    ------
+    InputError
+        ``config`` not a :class:`TrainConfig`, ``data`` and ``seeds`` of different lengths or empty, a bad
+        seed, or a validation set given in part.
+    """
+    if not isinstance(config, TrainConfig):
+        raise InputError(f"config must be a TrainConfig, got {type(config).__name__}", field="config")
+    if len(data) != len(seeds) or not data:
+        raise InputError(
+            f"{caller} needs one seed per data set, got {len(data)} data sets and {len(seeds)} seeds",
+            field="seeds",
+        )
+    for d in data:
+        given = [v is not None for v in (d.x_val, d.mask_val, d.y_val)]
+        if any(given) and not all(given):
+            raise InputError(
+                "x_val, mask_val and y_val must be given together",
+                field="x_val",
+                fix="pass all three or none",
+            )
+    return [_check_seed(s) for s in seeds]
 
 
 def trial_generators(
@@ -406,14 +433,7 @@ def fit_many(
     FloatingPointError
         A model's loss became NaN or inf.
     """
-    if not isinstance(config, TrainConfig):
-        raise InputError(f"config must be a TrainConfig, got {type(config).__name__}", field="config")
-    if len(data) != len(seeds) or not data:
-        raise InputError(
-            f"fit_many needs one seed per data set, got {len(data)} data sets and {len(seeds)} seeds",
-            field="seeds",
-        )
-    seeds = [_check_seed(s) for s in seeds]
+    seeds = check_many(config, data, seeds, "fit_many")
     device = resolve_device(config.device)
     models: list[_Model] = []
     nets: list[AutoencoderClassifierNet] = []
@@ -421,13 +441,6 @@ def fit_many(
         xt, mt, yt = _to_device(d.x, d.mask, d.y, "", device)
         if xt.shape[0] < 2:
             raise InputError(f"fit needs at least 2 samples, got {xt.shape[0]}", field="x")
-        given = [v is not None for v in (d.x_val, d.mask_val, d.y_val)]
-        if any(given) and not all(given):
-            raise InputError(
-                "x_val, mask_val and y_val must be given together",
-                field="x_val",
-                fix="pass all three or none",
-            )
         val = None
         if d.x_val is not None and d.mask_val is not None and d.y_val is not None:
             val = _to_device(d.x_val, d.mask_val, d.y_val, "", device)
@@ -479,14 +492,7 @@ def fit_many(
                 q.copy_(stacked[k][t].detach().cpu())
             for k, b in net.classifier[2].named_buffers():
                 b.copy_(models[t].bn[k].cpu())
-        net = net.to(device).eval()
-        est = AutoencoderClassifier(config, seed=s)
-        est.model_ = net
-        est.history_ = histories[t]
-        est.n_features_in_ = IMAGE_SIZE * IMAGE_SIZE
-        est.classes_ = np.array([0, 1], dtype=np.int64)
-        est.device_ = device
-        out.append(est)
+        out.append(AutoencoderClassifier(config, seed=s)._set_fitted(net, histories[t], device))
     return out
 
 

@@ -54,9 +54,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from .batched import TrialData, _to_device, trial_generators
+from .batched import TrialData, _to_device, check_many, trial_generators
 from .losses import BCE_WEIGHT, PENALTY_WEIGHT, SSIM_WEIGHT, gaussian_window
-from .train import IMAGE_SIZE, AutoencoderClassifier, TrainConfig, _batches, _check_seed, resolve_device
+from .train import IMAGE_SIZE, AutoencoderClassifier, TrainConfig, _batches, resolve_device
 
 __all__ = ["fit_fast"]
 
@@ -689,13 +689,7 @@ def _train_one(
             q.copy_(p[k].cpu())
         for k, buf in net.classifier[2].named_buffers():
             buf.copy_(bn[k].cpu())
-    est = AutoencoderClassifier(config, seed=seed)
-    est.model_ = net.to(device).eval()
-    est.history_ = history
-    est.n_features_in_ = IMAGE_SIZE * IMAGE_SIZE
-    est.classes_ = np.array([0, 1], dtype=np.int64)
-    est.device_ = device
-    return est
+    return AutoencoderClassifier(config, seed=seed)._set_fitted(net, history, device)
 
 
 def _evaluate(
@@ -756,24 +750,9 @@ def fit_fast(
     FloatingPointError
         A model's loss became NaN or inf.
     """
-    if not isinstance(config, TrainConfig):
-        raise InputError(f"config must be a TrainConfig, got {type(config).__name__}", field="config")
-    if len(data) != len(seeds) or not data:
-        raise InputError(
-            f"fit_fast needs one seed per data set, got {len(data)} data sets and {len(seeds)} seeds",
-            field="seeds",
-        )
+    seeds = check_many(config, data, seeds, "fit_fast")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InputError(f"workers must be None or an int >= 1, got {workers!r}", field="workers")
-    for d in data:
-        given = [v is not None for v in (d.x_val, d.mask_val, d.y_val)]
-        if any(given) and not all(given):
-            raise InputError(
-                "x_val, mask_val and y_val must be given together",
-                field="x_val",
-                fix="pass all three or none",
-            )
-    seeds = [_check_seed(s) for s in seeds]
     device = resolve_device(config.device)
     threads = torch.get_num_threads()
     n_workers = 1 if device.type == "cuda" else min(workers or threads, len(data))

@@ -546,8 +546,13 @@ class AutoencoderClassifier:
                 bar.close()
         for p in model.parameters():
             p.requires_grad_(True)
-        model.eval()
-        self.model_ = model
+        return self._set_fitted(model, history, device)
+
+    def _set_fitted(
+        self, model: AutoencoderClassifierNet, history: list[dict[str, Any]], device: torch.device
+    ) -> Self:
+        """Record a trained network (moved to ``device``, eval mode) and its history as the fitted state."""
+        self.model_ = model.to(device).eval()
         self.history_ = history
         self.n_features_in_ = IMAGE_SIZE * IMAGE_SIZE
         self.classes_ = np.array([0, 1], dtype=np.int64)
@@ -772,14 +777,7 @@ class AutoencoderClassifier:
             ) from exc
         if device is not None:
             config = dataclasses.replace(config, device=device)
-        est = cls(config, seed=seed)
-        dev = resolve_device(config.device)
-        est.model_ = model.to(dev).eval()
-        est.history_ = history
-        est.n_features_in_ = IMAGE_SIZE * IMAGE_SIZE
-        est.classes_ = np.array([0, 1], dtype=np.int64)
-        est.device_ = dev
-        return est
+        return cls(config, seed=seed)._set_fitted(model, history, resolve_device(config.device))
 
 
 class _LogitOf(nn.Module):
