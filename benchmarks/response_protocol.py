@@ -61,10 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     parser.add_argument(
-        "--batch-trials",
-        type=int,
-        default=4,
-        help="networks of this many trials trained together (4; 1 = plain)",
+        "--trainer",
+        choices=("engine", "batched", "plain"),
+        default="engine",
+        help="engine (fit_fast, the paper profile's), batched (fit_many) or plain (one fit per trial)",
+    )
+    parser.add_argument(
+        "--batch-trials", type=int, default=4, help="trials trained together by --trainer batched (4)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes of --trainer engine (torch's threads)"
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
@@ -87,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         n_trials=args.trials,
         train=dataclasses.replace(base.train, epochs=args.epochs, device=args.device),
         fit_final=False,
+        trainer=args.trainer,
         batch_trials=args.batch_trials,
+        workers=args.workers,
     )
     device = _device_text(args.device)
 
@@ -112,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"  excluded: {note}")
 
-    print(f"networks trained {config.batch_trials} trial(s) at a time (--batch-trials)")
+    how = {
+        "engine": f"fit_fast in {config.workers or torch.get_num_threads()} worker process(es), fused kernels",
+        "batched": f"fit_many, {config.batch_trials} trial(s) at a time",
+        "plain": "one fit per trial",
+    }[config.trainer]
+    print(f"trainer: {config.trainer} ({how})")
     per_trial: dict[str, float] = {}
     for model in models:
         cfg = dataclasses.replace(config, models=(model,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 from adaptrt.errors import InputError
 from adaptrt.response.batched import TrialData
-from adaptrt.response.engine import _Engine, _pool_map, _subpixel_map, fit_fast
+from adaptrt.response.engine import _Engine, _Kernels, _pool_map, _subpixel_map, fit_fast
 from adaptrt.response.train import TrainConfig
 
 from .test_batched import _toy, assert_equal_to_fit
@@ -67,7 +68,7 @@ def test_step_gradients_equal_autograd() -> None:
     xt, mt, yt = _to_device(x, m, y, "", torch.device("cpu"))
     out = net(xt.contiguous(), mt)
     joint_loss(out, xt.contiguous(), mt, yt).total.backward()
-    engine = _Engine(8, cfg.width, torch.device("cpu"))
+    engine = _Engine(8, cfg.width, torch.device("cpu"), _Kernels(False))
     data = _prepare(xt, mt, yt, engine.maps)
     p = {k: q.detach().clone() for k, q in net.named_parameters()}
     bn = {k: v.detach().clone() for k, v in net.classifier[2].named_buffers()}
@@ -115,3 +116,19 @@ def test_fit_fast_rejects_bad_arguments() -> None:
         fit_fast(cfg, [TrialData(x, m, y, x_val=x)], [0])
     with pytest.raises(InputError, match="workers"):
         fit_fast(cfg, [TrialData(x, m, y)], [0], workers=0)
+
+
+@pytest.mark.slow
+def test_compiled_kernels_equal_fit() -> None:
+    # the path the paper profile uses: torch.compile'd kernels in two worker processes (compiling takes a
+    # minute on a cold cache, hence slow)
+    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu")
+    data = []
+    for i, n in enumerate((40, 33)):
+        x, m, y = _toy(n, i)
+        xv, mv, yv = _toy(10, 100 + i)
+        data.append(TrialData(x, m, y, xv, mv, yv))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed compilation must not pass silently here
+        fast = fit_fast(cfg, data, [3, 7], workers=2, compile=True)
+    assert_equal_to_fit(cfg, data, [3, 7], fast)

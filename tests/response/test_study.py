@@ -216,3 +216,17 @@ def test_batched_trials_match_one_at_a_time(tiny_manifest):
     ps = np.array([p["probability"] for p in single.prediction_rows])
     assert [p["lesion"] for p in batched.prediction_rows] == [p["lesion"] for p in single.prediction_rows]
     np.testing.assert_allclose(pb, ps, atol=5e-3)
+
+
+def test_engine_trainer_matches_one_at_a_time(tiny_manifest):
+    # the paper profile's trainer (fit_fast in worker processes) on the study's own splits and data
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    cfg = _config(models=("cam",), score_cams=False, fit_final=False)
+    lesions, _ = prepare_cohort(read_manifest(tiny_manifest), cfg)
+    engine = run_trials(lesions, dataclasses.replace(cfg, trainer="engine", workers=2, compile=False))
+    single = run_trials(lesions, dataclasses.replace(cfg, trainer="plain"))
+    pe = np.array([p["probability"] for p in engine.prediction_rows])
+    ps = np.array([p["probability"] for p in single.prediction_rows])
+    assert [p["lesion"] for p in engine.prediction_rows] == [p["lesion"] for p in single.prediction_rows]
+    np.testing.assert_allclose(pe, ps, atol=5e-3)

@@ -76,6 +76,8 @@ __all__ = [
 
 Profile = Literal["quick", "paper"]
 ModelName = Literal["radiomics", "gradients", "cam", "cam_sequential"]
+Trainer = Literal["engine", "batched", "plain"]
+_TRAINERS: tuple[str, ...] = ("engine", "batched", "plain")
 #: The models of Table 1, in its column order, with the paper's names: the paper's three, then the opt-in
 #: ablation ``cam_sequential`` (the same network trained in the paper's set-aside sequential mode).
 MODEL_NAMES: dict[str, str] = {
@@ -117,9 +119,20 @@ class ResponseConfig:
         Feature settings.
     score_cams
         Compute CAMs of every test lesion (and score them when truth is available).
+    trainer
+        How the trials' networks are trained; all give the result of one ``AutoencoderClassifier.fit`` per
+        trial up to float32 rounding. ``"engine"`` (the ``paper`` profile's):
+        :func:`adaptrt.response.engine.fit_fast`, ``workers`` processes with fused kernels (torch.compile
+        where a C++ compiler is present), the fastest for many trials; ``"batched"`` (the ``quick``
+        profile's: no start-up cost): :func:`adaptrt.response.batched.fit_many`, ``batch_trials`` trials
+        together in this process; ``"plain"``: one ``fit`` after another (the reference).
     batch_trials
-        Networks of this many trials are trained together (:func:`adaptrt.response.batched.fit_many`, the
-        same result as one ``fit`` per trial up to float32 rounding, 2-4x faster on a CPU); 1 = one at a time.
+        Trials trained together by the ``"batched"`` trainer.
+    workers
+        Worker processes of the ``"engine"`` trainer; None: torch's thread count (the CPU cores).
+    compile
+        Let the ``"engine"`` trainer fuse its elementwise kernels with ``torch.compile`` (falls back, with a
+        warning, where compilation is not possible; false: always the eager kernels, slower).
     fit_final
         After the trials, fit every selected model on all usable lesions and save them in the run folder
         (``models/``; see :mod:`adaptrt.response.final`).
@@ -139,7 +152,10 @@ class ResponseConfig:
     gradients: GradientConfig = field(default_factory=GradientConfig)
     score_cams: bool = True
     fit_final: bool = True
+    trainer: Trainer = "engine"
     batch_trials: int = 4
+    workers: int | None = None
+    compile: bool = True
 
     def __post_init__(self) -> None:
         if self.profile not in ("quick", "paper"):
@@ -156,6 +172,13 @@ class ResponseConfig:
             raise InputError(
                 f"batch_trials must be an int >= 1, got {self.batch_trials!r}", field="batch_trials"
             )
+        if self.trainer not in _TRAINERS:
+            raise InputError(
+                f"trainer must be one of {list(_TRAINERS)}, got {self.trainer!r}", field="trainer"
+            )
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise InputError(f"workers must be null or an int >= 1, got {w!r}", field="workers")
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise InputError(f"seed must be an int >= 0, got {self.seed!r}", field="seed")
         unknown = [m for m in self.models if m not in MODEL_NAMES]
@@ -167,7 +190,7 @@ class ResponseConfig:
             )
         if len(set(self.models)) != len(self.models):
             raise InputError(f"models {list(self.models)} has repeats", field="models", fix="list each once")
-        for name in ("score_cams", "fit_final"):
+        for name in ("score_cams", "fit_final", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise InputError(f"{name} must be true or false, got {getattr(self, name)!r}", field=name)
 
@@ -190,6 +213,7 @@ def response_config(profile: Profile = "paper", **changes: Any) -> ResponseConfi
             n_trials=3,
             train=dataclasses.replace(QUICK, epochs=12),
             radiomics=RadiomicsConfig(wavelet=False),
+            trainer="batched",
         )
     else:
         raise InputError(f"profile must be 'quick' or 'paper', got {profile!r}", field="--profile")
@@ -493,28 +517,36 @@ def _fit_networks(
     *,
     progress: bool,
 ) -> dict[tuple[str, int], Any]:
-    """Fit the network ``name`` of every split, ``config.batch_trials`` trials at a time."""
+    """Fit the network ``name`` of every split with the trainer ``config.trainer``."""
     from tqdm.auto import tqdm
 
     from .batched import fit_many
+    from .engine import fit_fast
     from .train import AutoencoderClassifier
 
     train = network_train_config(config, name)
+    seeds = [_trial_seed(s) for s in splits]
+    if config.trainer == "engine":
+        data = [_trial_data(lesions, y, s) for s in splits]
+        models = fit_fast(
+            train, data, seeds, workers=config.workers, compile=config.compile, progress=progress
+        )
+        return {(name, s.trial): m for s, m in zip(splits, models, strict=True)}
     out: dict[tuple[str, int], Any] = {}
-    k = config.batch_trials
-    chunks = [list(splits[i : i + k]) for i in range(0, len(splits), k)]
+    k = config.batch_trials if config.trainer == "batched" else 1
+    chunks = [list(range(i, min(i + k, len(splits)))) for i in range(0, len(splits), k)]
     for chunk in tqdm(chunks, desc=f"training {name}", unit=f"x{k} trials", disable=not progress):
-        data = [_trial_data(lesions, y, s) for s in chunk]
+        data = [_trial_data(lesions, y, splits[i]) for i in chunk]
         if k == 1:
             d = data[0]
             models = [
-                AutoencoderClassifier(train, seed=_trial_seed(chunk[0])).fit(
+                AutoencoderClassifier(train, seed=seeds[chunk[0]]).fit(
                     d.x, d.mask, d.y, x_val=d.x_val, mask_val=d.mask_val, y_val=d.y_val
                 )
             ]
         else:
-            models = fit_many(train, data, [_trial_seed(s) for s in chunk])
-        out.update({(name, s.trial): m for s, m in zip(chunk, models, strict=True)})
+            models = fit_many(train, data, [seeds[i] for i in chunk])
+        out.update({(name, splits[i].trial): m for i, m in zip(chunk, models, strict=True)})
     return out
 
 
