@@ -1,12 +1,10 @@
-"""Benchmark: one training epoch of Part I's network: the plain loop, ``fit_many`` and the engine ``fit_fast``.
+"""Benchmark: one training epoch of Part I's network, the plain loop vs :func:`adaptrt.response.batched.fit_many`.
 
 Run: ``python benchmarks/response_batched.py [--trials T] [--epochs E] [--threads 1,2] [--samples N]``.
 
-For each torch thread count, times ``E`` epochs of :meth:`AutoencoderClassifier.fit` (one model), of
-:func:`adaptrt.response.batched.fit_many` (``T`` models at once) and of
-:func:`adaptrt.response.engine.fit_fast` (``T`` models, as many worker threads as torch threads, one
-intra-op thread each), each on ``N`` synthetic 64×64 samples per model (default 414; the paper protocol's
-training split holds about 331), after one untimed warm-up epoch, and extrapolates to the paper protocol
+For each torch thread count, times ``E`` epochs of :meth:`AutoencoderClassifier.fit` (one model) and of
+``fit_many`` (``T`` models at once), each on ``N`` synthetic 64×64 samples per model (default 414, the paper
+protocol's training set), after one untimed warm-up epoch, and extrapolates to the paper protocol
 (50 trials × 150 epochs), e.g.::
 
     threads 2  plain: 0.80 s/epoch/trial -> 50x150: 6000 s   batched(T=4): 0.85 s/epoch -> 1594 s
@@ -41,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from adaptrt.response.batched import TrialData, fit_many
-    from adaptrt.response.engine import fit_fast
     from adaptrt.response.train import AutoencoderClassifier, TrainConfig
 
     rng = np.random.default_rng(0)
@@ -61,9 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     def batched(cfg: TrainConfig) -> None:
         fit_many(cfg, data, seeds)
 
-    def engine(cfg: TrainConfig) -> None:
-        fit_fast(cfg, data, seeds)
-
     for threads in (int(t) for t in args.threads.split(",")):
         torch.set_num_threads(threads)
         plain(one)
@@ -74,25 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         batched(timed)
         t_batched = (time.perf_counter() - t0) / args.epochs
-        engine(one)
-        t0 = time.perf_counter()
-        engine(timed)
-        t_engine = (time.perf_counter() - t0) / args.epochs
-        torch.set_num_threads(threads)
         full = PAPER_TRIALS * PAPER_EPOCHS
         print(
             f"threads {threads}  plain: {t_plain:.2f} s/epoch/trial -> {PAPER_TRIALS}x{PAPER_EPOCHS}: "
             f"{t_plain * full:.0f} s   batched(T={args.trials}): {t_batched:.2f} s/epoch "
             f"({t_batched / args.trials:.3f} s/epoch/trial) -> {t_batched / args.trials * full:.0f} s   "
-            f"speed-up {t_plain * args.trials / t_batched:.2f}x   "
-            f"engine({min(threads, args.trials)} workers): {t_engine / args.trials:.3f} s/epoch/trial -> "
-            f"{t_engine / args.trials * full:.0f} s",
+            f"speed-up {t_plain * args.trials / t_batched:.2f}x",
             flush=True,
         )
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
-            for name, run in (("plain", plain), ("batched", batched), ("engine", engine)):
+            for name, run in (("plain", plain), ("batched", batched)):
                 with profile(activities=[ProfilerActivity.CPU]) as prof:
                     run(one)
                 print(f"--- {name}, threads {threads}")

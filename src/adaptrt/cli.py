@@ -136,6 +136,10 @@ def _cmd_response_run(args: argparse.Namespace) -> int:
         changes["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
     if args.final is not None:
         changes["fit_final"] = args.final
+    if args.trainer is not None:
+        changes["trainer"] = args.trainer
+    if args.workers is not None:
+        changes["workers"] = args.workers
     cfg = response_config(args.profile, **changes)
     out = run_response_study(args.manifest, args.out, cfg, overwrite=args.overwrite, progress=not args.quiet)
     print(f"response study finished: {out / 'report.html'} (Table 1: {out / 'results' / 'table1.csv'})")
@@ -331,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="after the trials, fit every model on all lesions and save it in models/ for "
         "`adaptrt response predict` (default: yes)",
+    )
+    rr.add_argument(
+        "--trainer",
+        choices=["engine", "batched", "plain"],
+        default=None,
+        help="how the networks are trained, all to the same result up to float32 rounding: engine (worker "
+        "processes, fused kernels; paper default), batched (in this process; quick default), plain",
+    )
+    rr.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes of --trainer engine (default: CPU threads)",
     )
     rr.add_argument("--seed", type=int, default=0)
     rr.add_argument("--overwrite", action="store_true")

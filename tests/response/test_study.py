@@ -230,3 +230,15 @@ def test_engine_trainer_matches_one_at_a_time(tiny_manifest):
     ps = np.array([p["probability"] for p in single.prediction_rows])
     assert [p["lesion"] for p in engine.prediction_rows] == [p["lesion"] for p in single.prediction_rows]
     np.testing.assert_allclose(pe, ps, atol=5e-3)
+
+
+def test_trainer_settings_are_checked():
+    from adaptrt.errors import InputError
+
+    assert response_config("paper").trainer == "engine" and response_config("quick").trainer == "batched"
+    with pytest.raises(InputError, match="trainer must be one of"):
+        response_config("quick", trainer="fast")
+    with pytest.raises(InputError, match="workers must be null or an int >= 1"):
+        response_config("quick", workers=0)
+    with pytest.raises(InputError, match="compile must be true or false"):
+        response_config("quick", compile="yes")

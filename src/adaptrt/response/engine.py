@@ -1,42 +1,34 @@
-"""A fast trainer for Part I's network: matrix products, hand-written gradients, buffers allocated once.
+"""A fast trainer for Part I's network: no autograd, matrix products, fused elementwise kernels, processes.
 
 :func:`fit_fast` trains one :class:`~adaptrt.response.autoencoder.AutoencoderClassifierNet` per
 ``(data, seed)`` pair, each going through the same sequence of updates as
 ``AutoencoderClassifier(config, seed).fit(...)`` (same initial weights, mini-batch order, dropout masks,
 batch-norm statistics and AdamW steps); the results agree with that loop to float32 rounding, not bit for bit
-(sums are taken in another order). It is what the response study uses for its 50 trials.
+(sums are taken in another order). The response study's paper profile trains its 50 trials with it.
 
-Why it is fast (measured on a 2-core CPU; see ``docs/response.md`` and ``benchmarks/``)
-    * **No fresh memory in the hot loop.** A training step of the plain loop allocates about 100 MB of
-      activations and gradients (the first layer's output alone is 16 MB for a batch of 64) and frees them
-      again; glibc hands such blocks back to the OS, so every step pays first-touch page faults (about
-      10 us per 4 KiB page on the virtual machines measured) - more than the arithmetic. Here every
-      intermediate lives in a buffer allocated once per worker and written with ``out=`` / in-place ops.
-    * **Every layer is a matrix product of a good shape.** Each "3×3 convolution + 2×2 max pool" block is
-      computed as one product per output pixel *of the pooled grid*: the 4×4 stride-2 patch of the padded
-      input (16 values per channel) times a ``(16 c_in, 4 phases × c_out)`` matrix gives the four
-      pre-pooling outputs of each 2×2 window at once, and the pool is a max over the phase axis (its
-      argmax kept for the backward pass, first maximum as ``max_pool2d``). Each "nearest upsampling ×2 +
-      3×3 convolution" block is a product at the *low* resolution (the sub-pixel identity) whose four
-      phases are the output pixels. The last decoder layer (16 -> 1 channel) is nine shifted products on
-      the flattened padded grid, with no patch matrix. The weights of these products are linear maps of
-      the network's own parameters (:func:`_pool_map`, :func:`_subpixel_map`), so the parameters, their
-      gradients and AdamW are exactly those of the PyTorch module.
-    * **SSIM without repeated work.** The input image's local mean and variance do not change during
-      training: they are computed once per sample; the Gaussian filtering of the three other statistics
-      is two batched products with a banded matrix.
-    * **Gradients by hand**, in the same buffers: no autograd graph, no per-op allocation.
-    * **One thread per model, models in parallel.** On a CPU, ``workers`` threads (default: the number of
-      torch threads) each train whole models with torch's intra-op parallelism set to one thread: small
-      operations scale far better this way than split across cores, and each model's arithmetic is then
-      the same whatever the number of workers (a model's result does not depend on the machine's core
-      count). torch's thread count is restored afterwards.
+How (see ``docs/response.md`` for the measurements behind each choice)
+    * **Layers as products.** Each "3×3 convolution + 2×2 max pool" block of the encoder's first layer is
+      one matrix product per pixel of the *pooled* grid: the 4×4 stride-2 patch of the padded input (16
+      values, plus a 1 for the bias) times a ``(17, 4 phases × c_out)`` matrix gives the four pre-pooling
+      outputs of each 2×2 window at once; the pool is a max over the phases, whose winner is kept as a
+      float index (first maximum wins, as ``max_pool2d``). The first decoder block ("nearest upsampling ×2
+      + 3×3 convolution") is a sub-pixel product at 16×16. The 16 -> 5 encoder convolution and the last
+      decoder block (as a 16 -> 4 sub-pixel convolution at 32×32) run on oneDNN, which is faster than a
+      product there. The products' matrices are linear maps of the module's own parameters
+      (:func:`_pool_map`, :func:`_subpixel_map`), so parameters, gradients and AdamW are the module's.
+    * **Gradients by hand**, checked against autograd (``tests/response/test_engine.py``).
+    * **Fused elementwise parts.** The pooling winners, ReLU masks, sub-pixel shuffles, SSIM and their
+      gradients are small pure functions (``_k_*``) that :func:`torch.compile` fuses when ``compile=True``
+      and a compiler is present; otherwise they run as they are (same results, slower).
+    * **SSIM without repeated work.** The input image's local mean and variance are computed once per
+      sample; the Gaussian filtering of the reconstruction's statistics is two products with a banded matrix.
+    * **One core per model, models in processes.** On a CPU, ``workers`` processes (``spawn``) each train
+      whole models with one intra-op thread, and ask glibc to keep freed memory (first-touch page faults of
+      re-allocated blocks cost 20-25 % of a step on virtual machines). A model's arithmetic is the same
+      whatever the number of workers, so the result does not depend on the machine's core count.
 
-On CUDA the same code runs on the device (one worker; the dropout masks are still drawn on the CPU from the
-same generators as ``fit`` on a CPU, so a CUDA run draws the CPU run's masks).
-
-Randomness: as :func:`adaptrt.response.batched.trial_generators` (the initial network, the CPU generator of
-the mini-batch order and the dropout stream of ``fit``).
+On CUDA the same code runs on the device, in this process (the dropout masks are still drawn on the CPU
+from the same generators as ``fit`` on a CPU, so a CUDA run draws the CPU run's masks).
 """
 
 from __future__ import annotations
@@ -383,8 +375,8 @@ class _Terms(NamedTuple):
 class _Engine:
     """Forward and backward passes of the network for batches of at most ``max_batch`` samples.
 
-    Holds every intermediate in buffers allocated on first use and reused for every model and step; one
-    engine per worker thread.
+    Holds the products' outputs and patch matrices in buffers allocated on first use and reused for every
+    model and step (the fused kernels allocate their own outputs); one engine per worker process.
     """
 
     def __init__(self, max_batch: int, width: int, device: torch.device, kernels: _Kernels) -> None:
@@ -849,8 +841,10 @@ def fit_fast(
     seeds
         One non-negative int per model (the estimator's seed).
     workers
-        CPU threads training models at the same time, each with torch's intra-op parallelism at one thread;
-        None: ``torch.get_num_threads()`` (capped by the number of models). Ignored (1) on CUDA.
+        Worker processes (``spawn``) training models at the same time, each on one core; None:
+        ``torch.get_num_threads()`` (capped by the number of models); 1 trains in this process (with torch's
+        intra-op threads at one, restored afterwards). Ignored (1) on CUDA. A script that calls this with
+        more than one worker needs the ``if __name__ == "__main__":`` guard of ``multiprocessing``.
     compile
         Fuse the elementwise parts with :func:`torch.compile` (needs a working C++ compiler on a CPU, Triton
         on CUDA; the first call compiles for about a minute, later runs reuse torch's on-disk cache). If
