@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from adaptrt.errors import InputError
 from adaptrt.response.batched import TrialData
 from adaptrt.response.engine import _Engine, _Kernels, _pool_map, _subpixel_map, fit_fast
+from adaptrt.response.native import Layer1, NativeUnavailable
+from adaptrt.response.native import layer1 as native_layer1
 from adaptrt.response.train import TrainConfig
 
 from .test_batched import _toy, assert_equal_to_fit
@@ -55,7 +57,15 @@ def test_subpixel_map_equals_upsample_then_conv() -> None:
     torch.testing.assert_close(got, want)
 
 
-def test_step_gradients_equal_autograd() -> None:
+def _native_or_skip() -> Layer1:
+    try:
+        return native_layer1()
+    except NativeUnavailable as exc:
+        pytest.skip(f"native kernels unavailable: {exc}")
+
+
+@pytest.mark.parametrize("first_layer", ["product", "native"])
+def test_step_gradients_equal_autograd(first_layer: str) -> None:
     # one joint step without dropout: every parameter's gradient against loss.backward() of the module
     from adaptrt.response.batched import _to_device, trial_generators
     from adaptrt.response.engine import _PARAMS, _prepare
@@ -68,8 +78,9 @@ def test_step_gradients_equal_autograd() -> None:
     xt, mt, yt = _to_device(x, m, y, "", torch.device("cpu"))
     out = net(xt.contiguous(), mt)
     joint_loss(out, xt.contiguous(), mt, yt).total.backward()
-    engine = _Engine(8, cfg.width, torch.device("cpu"), _Kernels(False))
-    data = _prepare(xt, mt, yt, engine.maps)
+    layer1 = _native_or_skip() if first_layer == "native" else None
+    engine = _Engine(8, cfg.width, torch.device("cpu"), _Kernels(False, layer1))
+    data = _prepare(xt, mt, yt, engine.maps, native=layer1 is not None)
     p = {k: q.detach().clone() for k, q in net.named_parameters()}
     bn = {k: v.detach().clone() for k, v in net.classifier[2].named_buffers()}
     grads = {k: torch.zeros_like(p[k]) for k, _ in _PARAMS}
@@ -96,6 +107,21 @@ def test_fit_fast_equals_fit(mode: str) -> None:
     assert_equal_to_fit(cfg, data, seeds, fast)
 
 
+def test_native_first_layer_equals_fit() -> None:
+    # the native first block (without torch.compile), in two workers, against the autograd loop
+    _native_or_skip()
+    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu")
+    data = []
+    for i, n in enumerate((40, 33)):
+        x, m, y = _toy(n, i)
+        xv, mv, yv = _toy(10, 100 + i)
+        data.append(TrialData(x, m, y, xv, mv, yv))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed build must not pass silently here
+        fast = fit_fast(cfg, data, [3, 7], workers=2, native=True)
+    assert_equal_to_fit(cfg, data, [3, 7], fast)
+
+
 def test_worker_count_does_not_change_the_result() -> None:
     cfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
     data = [TrialData(*_toy(24, i)) for i in range(3)]
@@ -116,6 +142,8 @@ def test_fit_fast_rejects_bad_arguments() -> None:
         fit_fast(cfg, [TrialData(x, m, y, x_val=x)], [0])
     with pytest.raises(InputError, match="workers"):
         fit_fast(cfg, [TrialData(x, m, y)], [0], workers=0)
+    with pytest.raises(InputError, match="native"):
+        fit_fast(cfg, [TrialData(x, m, y)], [0], native="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.slow

@@ -51,6 +51,8 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from .batched import TrialData, _to_device, check_many, trial_generators
 from .losses import BCE_WEIGHT, PENALTY_WEIGHT, SSIM_WEIGHT, gaussian_window
+from .native import MAX_CHANNELS, Layer1, NativeUnavailable
+from .native import layer1 as native_layer1
 from .train import (
     IMAGE_SIZE,
     AutoencoderClassifier,
@@ -159,7 +161,11 @@ class _Prepared:
     """One data set in the engine's layouts (computed once; the images do not change during training)."""
 
     x: torch.Tensor  # (n, 64, 64)
-    patches: torch.Tensor  # (n, 1024, 17): 4×4 stride-2 patches of the padded image, then 1 (the first layer)
+    xpad: (
+        torch.Tensor | None
+    )  # (n, 66, 66): the image zero-padded by one pixel (the native first layer's input)
+    patches: torch.Tensor | None  # (n, 1024, 17): 4×4 stride-2 patches of the padded image, then 1 (the
+    # first layer as a product); exactly one of xpad and patches is set
     mask: torch.Tensor  # (n, 256, 1) float 0/1
     y: torch.Tensor  # (n,)
     mu_x: torch.Tensor  # (n, 54, 54) local mean of the image (SSIM)
@@ -170,23 +176,31 @@ class _Prepared:
         return int(self.x.shape[0])
 
 
-def _prepare(x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, maps: _Maps) -> _Prepared:
-    """``x`` ``(n, 1, 64, 64)``, ``m`` ``(n, 1, 16, 16)`` float, ``y`` ``(n,)`` (as from ``_to_device``)."""
+def _prepare(
+    x: torch.Tensor, m: torch.Tensor, y: torch.Tensor, maps: _Maps, *, native: bool = False
+) -> _Prepared:
+    """``x`` ``(n, 1, 64, 64)``, ``m`` ``(n, 1, 16, 16)`` float, ``y`` ``(n,)`` (as from ``_to_device``).
+
+    ``native``: keep the padded images for the native first layer instead of the product's patches.
+    """
     n = int(x.shape[0])
     img = x.reshape(n, _S, _S).contiguous()
-    xp = F.pad(img, (1, 1, 1, 1)).view(n, 33, 2, 33, 2)  # (n, I, qa, J, qc)
-    patches = torch.empty(
-        n, 32, 32, 2, 2, 2, 2, dtype=img.dtype, device=img.device
-    )  # (n, i, j, u, v, qa, qc)
-    for u in range(2):
-        for v in range(2):
-            patches[:, :, :, u, v].copy_(xp[:, u : u + 32, :, v : v + 32, :].permute(0, 1, 3, 2, 4))
+    xpad = F.pad(img, (1, 1, 1, 1)).contiguous()
+    patches = None
+    if not native:
+        xp = xpad.view(n, 33, 2, 33, 2)  # (n, I, qa, J, qc)
+        pt = torch.empty(n, 32, 32, 2, 2, 2, 2, dtype=img.dtype, device=img.device)  # (n, i, j, u, v, qa, qc)
+        for u in range(2):
+            for v in range(2):
+                pt[:, :, :, u, v].copy_(xp[:, u : u + 32, :, v : v + 32, :].permute(0, 1, 3, 2, 4))
+        ones = torch.ones(n, 1024, 1, dtype=img.dtype, device=img.device)  # carries the bias
+        patches = torch.cat([pt.reshape(n, 1024, 16), ones], dim=2)
     mu = torch.matmul(torch.matmul(maps.band, img), maps.band_t)
     exx = torch.matmul(torch.matmul(maps.band, img * img), maps.band_t)
-    ones = torch.ones(n, 1024, 1, dtype=img.dtype, device=img.device)  # carries the bias
     return _Prepared(
         x=img,
-        patches=torch.cat([patches.reshape(n, 1024, 16), ones], dim=2),
+        xpad=xpad if native else None,
+        patches=patches,
         mask=m.reshape(n, 256, 1).contiguous(),
         y=y.contiguous(),
         mu_x=mu.contiguous(),
@@ -344,7 +358,11 @@ _COMPILED = (
 
 
 class _Kernels:
-    """The fusable parts, eager or compiled with :func:`torch.compile` (dynamic batch size)."""
+    """The fusable parts, eager or compiled with :func:`torch.compile` (dynamic batch size).
+
+    ``layer1``: the native first encoder block (:mod:`adaptrt.response.native`; CPU only), or None for the
+    first block as a matrix product and :func:`_k_pool`.
+    """
 
     pool: Any
     unpool_phases: Any
@@ -356,8 +374,9 @@ class _Kernels:
     ssim: Any
     recon_grad: Any
 
-    def __init__(self, compiled: bool) -> None:
+    def __init__(self, compiled: bool, layer1: Layer1 | None = None) -> None:
         self.compiled = compiled
+        self.layer1 = layer1
         for name in _KERNELS:
             f = globals()["_k_" + name]
             setattr(self, name, torch.compile(f, dynamic=True) if compiled and name in _COMPILED else f)
@@ -410,26 +429,34 @@ class _Engine:
         """The products' matrices (bias as the last row) and kernels, as linear maps of the parameters."""
         w = self.width
         pm, sm = self.maps.pool, self.maps.sub
-        w1 = torch.einsum("spk,ok->spo", pm, p["encoder.0.weight"].reshape(w, 9)).reshape(16, 4 * w)
         w3 = torch.einsum("uak,vcl,oikl->uviaco", sm, sm, p["decoder.1.weight"]).reshape(45, 4 * w)
         w4 = torch.einsum("uak,vcl,oikl->acoiuv", sm, sm, p["decoder.4.weight"]).reshape(4, w, 3, 3)
         wc1 = p["classifier.1.weight"].reshape(32, 5, 16, 16).permute(0, 2, 3, 1).reshape(32, 1280)
-        return {
-            "w1": torch.cat([w1, p["encoder.0.bias"].repeat(4)[None]]),  # (17, 4w)
+        out = {
             "w3": torch.cat([w3, p["decoder.1.bias"].repeat(4)[None]]),  # (46, 4w)
             "w4": w4.contiguous(),  # (4, w, 3, 3): sub-pixel kernel, output channel 2a + c
             "wc1": wc1.contiguous(),
         }
+        if self.kernels.layer1 is not None:
+            out["w1t"] = p["encoder.0.weight"].reshape(w, 9).t().contiguous()  # (9, w): the native kernel's
+        else:
+            w1 = torch.einsum("spk,ok->spo", pm, p["encoder.0.weight"].reshape(w, 9)).reshape(16, 4 * w)
+            out["w1"] = torch.cat([w1, p["encoder.0.bias"].repeat(4)[None]])  # (17, 4w)
+        return out
 
     def param_grads(self, g: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> None:
         """Write the parameters' gradients from the gradients of the products (transposed maps)."""
         w = self.width
         pm, sm = self.maps.pool, self.maps.sub
+        if "w1t" in g:  # the native first layer's
+            out["encoder.0.weight"].copy_(g["w1t"].t().reshape(w, 1, 3, 3))
+            out["encoder.0.bias"].copy_(g["b1"])
         if "w1" in g:
             out["encoder.0.weight"].copy_(
                 torch.einsum("spk,spo->ok", pm, g["w1"][:16].view(16, 4, w)).reshape(w, 1, 3, 3)
             )
             out["encoder.0.bias"].copy_(g["w1"][16].view(4, w).sum(0))
+        if "w1" in g or "w1t" in g:
             out["encoder.3.weight"].copy_(g["w2"])
             out["encoder.3.bias"].copy_(g["b2"])
             out["decoder.1.weight"].copy_(
@@ -489,23 +516,40 @@ class _Engine:
         k = self.kernels
         q = self.gemm_weights(p)
         buf = self.buf
+        native = k.layer1
+        if (native is None) != (data.xpad is None):
+            raise ValueError("the data was prepared for the other first-layer kernel (see _prepare's native)")
         if isinstance(idx, slice):
-            x, patches, m, y = data.x[idx], data.patches[idx], data.mask[idx], data.y[idx]
+            x, m, y = data.x[idx], data.mask[idx], data.y[idx]
+            xpad = data.xpad[idx] if data.xpad is not None else None
+            patches = data.patches[idx] if data.patches is not None else None
             mu_x, var_x = data.mu_x[idx], data.var_x[idx]
         else:
             nb = len(idx)
             x = torch.index_select(data.x, 0, idx, out=buf("x", (_S, _S), nb))
-            patches = torch.index_select(data.patches, 0, idx, out=buf("s1", (1024, 17), nb))
+            xpad = patches = None
+            if data.xpad is not None:
+                xpad = torch.index_select(data.xpad, 0, idx, out=buf("xpad", (_S + 2, _S + 2), nb))
+            if data.patches is not None:
+                patches = torch.index_select(data.patches, 0, idx, out=buf("s1", (1024, 17), nb))
             m = torch.index_select(data.mask, 0, idx, out=buf("m", (256, 1), nb))
             y = data.y[idx]
             mu_x = torch.index_select(data.mu_x, 0, idx, out=buf("mux", (_V, _V), nb))
             var_x = torch.index_select(data.var_x, 0, idx, out=buf("varx", (_V, _V), nb))
         b = int(x.shape[0])
 
-        # ---- encoder block 1: conv 1 -> w, max pool, ReLU, as one product per pooled pixel (32×32)
-        s1 = patches.reshape(b * 1024, 17)
-        c1 = torch.mm(s1, q["w1"], out=buf("c1", (1024, 4 * w), b).view(-1, 4 * w))
-        h1, idx1 = k.pool(*c1.view(b, 32, 32, 4, w).unbind(3))  # h1: (b, 32, 32, w)
+        # ---- encoder block 1: conv 1 -> w, max pool, ReLU (32×32): natively, or as one product per pooled
+        # pixel and the fused pool
+        if native is not None:
+            assert xpad is not None
+            h1 = buf("h1", (32, 32, w), b)
+            idx1 = buf("idx1", (32, 32, w), b, torch.uint8)
+            native.forward(xpad, q["w1t"], p["encoder.0.bias"], h1, idx1)
+        else:
+            assert patches is not None
+            s1 = patches.reshape(b * 1024, 17)
+            c1 = torch.mm(s1, q["w1"], out=buf("c1", (1024, 4 * w), b).view(-1, 4 * w))
+            h1, idx1 = k.pool(*c1.view(b, 32, 32, 4, w).unbind(3))  # h1: (b, 32, 32, w)
         # ---- encoder block 2: conv w -> 5 (oneDNN), max pool, ReLU  (16×16)
         h1v = h1.permute(0, 3, 1, 2)  # (b, w, 32, 32) with channels_last strides
         c2 = F.conv2d(h1v, p["encoder.3.weight"], p["encoder.3.bias"], padding=1).permute(0, 2, 3, 1)
@@ -635,8 +679,14 @@ class _Engine:
                 [True, True, True],
             )
             # ---- encoder block 1 backward
-            gc1 = k.unpool_phases(gh1v.permute(0, 2, 3, 1), idx1)  # (b, 32, 32, 4, w)
-            g["w1"] = s1.t() @ gc1.reshape(b * 1024, 4 * w)  # (17, 4w), the last row is the bias's
+            gh1 = gh1v.permute(0, 2, 3, 1)  # (b, 32, 32, w)
+            if native is not None:
+                assert xpad is not None
+                g["w1t"], g["b1"] = torch.empty(9, w), torch.empty(w)
+                native.backward(gh1.contiguous(), idx1, xpad, g["w1t"], g["b1"])
+            else:
+                gc1 = k.unpool_phases(gh1, idx1)  # (b, 32, 32, 4, w)
+                g["w1"] = s1.t() @ gc1.reshape(b * 1024, 4 * w)  # (17, 4w), the last row is the bias's
         self.param_grads(g, grads)
         return terms
 
@@ -705,10 +755,11 @@ def _train_one(
     """Train one model with ``engine``; the equivalent of ``AutoencoderClassifier(config, seed).fit``."""
     maps = engine.maps
     xt, mt, yt = _to_device(data.x, data.mask, data.y, "", device)
-    train = _prepare(xt, mt, yt, maps)
+    native = engine.kernels.layer1 is not None
+    train = _prepare(xt, mt, yt, maps, native=native)
     val = None
     if data.x_val is not None and data.mask_val is not None and data.y_val is not None:
-        val = _prepare(*_to_device(data.x_val, data.mask_val, data.y_val, "", device), maps)
+        val = _prepare(*_to_device(data.x_val, data.mask_val, data.y_val, "", device), maps, native=native)
     net, shuffle_gen, dropout_gen = trial_generators(seed, config)
     named = dict(net.named_parameters())
     shapes = {k: named[k].shape for k, _ in _PARAMS}
@@ -788,11 +839,28 @@ def _evaluate(
     return dict(zip(keys, (sums / max(val.n, 1)).tolist(), strict=True))
 
 
-def _kernels(compiled: bool, config: TrainConfig, device: torch.device) -> _Kernels:
+def _native_layer1(device: torch.device, width: int) -> Layer1 | None:
+    """The native first block where it applies (CPU, at most 64 channels) and builds; else None, with a warning."""
+    if device.type != "cpu" or width > MAX_CHANNELS:
+        return None
+    try:
+        return native_layer1()
+    except NativeUnavailable as exc:
+        warnings.warn(
+            f"the native first-layer kernel is unavailable ({exc}); training continues with the first layer "
+            "as a matrix product (slower, same results)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+
+
+def _kernels(compiled: bool, native: bool, config: TrainConfig, device: torch.device) -> _Kernels:
     """The kernels; compiled ones are compiled here, in the caller's thread, on a small random batch."""
+    layer1 = _native_layer1(device, config.width) if native else None
     if not compiled:
-        return _Kernels(False)
-    kernels = _Kernels(True)
+        return _Kernels(False, layer1)
+    kernels = _Kernels(True, layer1)
     try:
         threads = torch.get_num_threads()
         if device.type == "cpu":
@@ -817,7 +885,7 @@ def _kernels(compiled: bool, config: TrainConfig, device: torch.device) -> _Kern
             RuntimeWarning,
             stacklevel=3,
         )
-        return _Kernels(False)
+        return _Kernels(False, layer1)
     return kernels
 
 
@@ -828,6 +896,7 @@ def fit_fast(
     *,
     workers: int | None = None,
     compile: bool = False,
+    native: bool | None = None,
     progress: bool = False,
 ) -> list[AutoencoderClassifier]:
     """Train one network per ``(data[t], seeds[t])``, each as ``AutoencoderClassifier(config, seed).fit``.
@@ -849,6 +918,10 @@ def fit_fast(
         Fuse the elementwise parts with :func:`torch.compile` (needs a working C++ compiler on a CPU, Triton
         on CUDA; the first call compiles for about a minute, later runs reuse torch's on-disk cache). If
         compilation fails, a warning says why and the eager kernels are used.
+    native
+        Compute the first encoder block with the native C kernel (:mod:`adaptrt.response.native`: built
+        once per machine with the system's C compiler, in about a second; CPU only). None: as ``compile``.
+        If the kernel cannot be built, a warning says why and the first block runs as a matrix product.
     progress
         Show a progress bar over the models' epochs.
 
@@ -869,6 +942,9 @@ def fit_fast(
     seeds = check_many(config, data, seeds, "fit_fast")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise InputError(f"workers must be None or an int >= 1, got {workers!r}", field="workers")
+    if native is not None and not isinstance(native, bool):
+        raise InputError(f"native must be None, True or False, got {native!r}", field="native")
+    use_native = compile if native is None else native
     device = resolve_device(config.device)
     data = [_validated(d) for d in data]  # bad input fails here, in the caller's process
     n_workers = 1 if device.type == "cuda" else min(workers or torch.get_num_threads(), len(data))
@@ -882,7 +958,9 @@ def fit_fast(
             try:
                 if device.type == "cpu":
                     torch.set_num_threads(1)  # as in the workers: the same arithmetic for any worker count
-                engine = _Engine(config.batch_size, config.width, device, _kernels(compile, config, device))
+                engine = _Engine(
+                    config.batch_size, config.width, device, _kernels(compile, use_native, config, device)
+                )
                 for d, s in zip(data, seeds, strict=True):
                     fitted.append(_train_one(engine, config, d, s, device, bar.update))
             finally:
@@ -890,7 +968,7 @@ def fit_fast(
         else:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(
-                n_workers, mp_context=ctx, initializer=_worker_init, initargs=(config, compile)
+                n_workers, mp_context=ctx, initializer=_worker_init, initargs=(config, compile, use_native)
             ) as ex:
                 futures = [ex.submit(_worker_train, config, d, s) for d, s in zip(data, seeds, strict=True)]
                 try:
@@ -946,11 +1024,13 @@ def _keep_freed_memory() -> None:
         pass
 
 
-def _worker_init(config: TrainConfig, compiled: bool) -> None:
+def _worker_init(config: TrainConfig, compiled: bool, native: bool) -> None:
     torch.set_num_threads(1)
     _keep_freed_memory()
     device = torch.device("cpu")
-    _WORKER["engine"] = _Engine(config.batch_size, config.width, device, _kernels(compiled, config, device))
+    _WORKER["engine"] = _Engine(
+        config.batch_size, config.width, device, _kernels(compiled, native, config, device)
+    )
 
 
 def _worker_train(config: TrainConfig, data: TrialData, seed: int) -> _Fitted:
