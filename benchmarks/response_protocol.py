@@ -15,6 +15,13 @@ The extrapolation scales a network's whole trial time with the epochs, including
 one untimed one-epoch trial so that first-call costs (imports, thread pools) are not extrapolated. The
 ablation ``cam_sequential`` trains ``epochs`` autoencoder + ``epochs`` classifier epochs.
 
+``--equivalence`` times nothing: it trains the ``cam`` network of the first ``--trials`` splits (give e.g.
+``--trials 2``) for ``--epochs`` epochs three ways with the same seeds: with ``--trainer`` (default: the
+paper profile's engine), with the plain loop (one ``fit`` per trial, torch's threads) and with the plain loop
+on one thread. The last pair is the reference for run-to-run noise: the same loop, its sums taken in another
+order. It prints, per pair, the largest difference of Table 1's per-trial metrics (second-MRI test set), of
+the test lesions' probabilities and of trial 0's learned weights, and the metrics' spread over trials.
+
 The same code path runs on a GPU when torch sees one (``TrainConfig.device = "auto"``); the figure is printed
 for the device it ran on. Preparing the cohort (radiomics with wavelets of 2 x 69 GTVs) is timed separately
 and is not part of the figure.
@@ -28,6 +35,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 PAPER_TRIALS = 50
 PAPER_EPOCHS = 150
@@ -71,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="worker processes of --trainer engine (torch's threads)"
+    )
+    parser.add_argument(
+        "--equivalence",
+        action="store_true",
+        help="compare --trainer against the plain loop on the same seeds instead of timing",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
@@ -120,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"  excluded: {note}")
 
+    if args.equivalence:
+        return _equivalence(lesions, config)
+
     how = {
         "engine": f"fit_fast in {config.workers or torch.get_num_threads()} worker process(es), fused kernels",
         "batched": f"fit_many, {config.batch_trials} trial(s) at a time",
@@ -164,6 +180,71 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: the figure is the sum over the models timed here ({', '.join(models)})")
     if n_samples != 414:
         print(f"note: {n_samples} training samples, not the paper's 414 (excluded lesions or another cohort)")
+    return 0
+
+
+def _equivalence(lesions: Any, config: Any) -> int:
+    """Train the cam network of ``config.n_trials`` trials with ``config.trainer`` and the plain loop; compare."""
+    import numpy as np
+    import torch
+
+    from adaptrt.response.study import run_trials
+
+    base = dataclasses.replace(config, models=("cam",), score_cams=False)
+    threads = torch.get_num_threads()
+    runs = {}
+    for name, trainer, n_threads in (
+        (f"{base.trainer}", base.trainer, threads),
+        (f"plain ({threads} threads)", "plain", threads),
+        ("plain (1 thread)", "plain", 1),
+    ):
+        torch.set_num_threads(n_threads)
+        t0 = time.perf_counter()
+        runs[name] = run_trials(lesions, dataclasses.replace(base, trainer=trainer))
+        torch.set_num_threads(threads)
+        print(
+            f"trained {len(runs[name].splits)} trial(s) x {base.train.epochs} epochs: {name}, "
+            f"{time.perf_counter() - t0:.0f} s"
+        )
+
+    def metrics(res: Any) -> dict[str, np.ndarray]:
+        rows = [r for r in res.metric_rows if r["model"] == "cam" and r["test_set"] == "mri2"]
+        keys = [
+            k for k, v in rows[0].items() if k not in ("trial", "model", "test_set") and isinstance(v, float)
+        ]
+        return {k: np.array([r[k] for r in rows], dtype=float) for k in keys}
+
+    def probabilities(res: Any) -> np.ndarray:
+        return np.array([r["probability"] for r in res.prediction_rows if r["model"] == "cam"])
+
+    def weights(res: Any) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in res.first_model.model_.state_dict().items()}
+
+    names = list(runs)
+    ref = runs[names[1]]
+    m_ref = metrics(ref)
+    print("per-trial metrics (mri2) of the plain loop: mean, SD over trials")
+    for k, v in m_ref.items():
+        print(
+            f"  {k:>12s}: {np.nanmean(v):.3f} +- {np.nanstd(v):.3f}  (per trial: {np.round(v, 3).tolist()})"
+        )
+    for other, label in (
+        (names[0], "trainer vs plain"),
+        (names[2], "plain 1 thread vs plain (rounding noise)"),
+    ):
+        res = runs[other]
+        m = metrics(res)
+        dp = np.abs(probabilities(res) - probabilities(ref))
+        w, wr = weights(res), weights(ref)
+        dw = max(float((w[k].float() - wr[k].float()).abs().max()) for k in wr if wr[k].is_floating_point())
+        scale = max(float(wr[k].float().abs().max()) for k in wr if wr[k].is_floating_point())
+        diffs = ", ".join(f"{k} {np.nanmax(np.abs(m[k] - m_ref[k])):.3f}" for k in m_ref)
+        print(f"{label}:")
+        print(f"  largest per-trial metric difference: {diffs}")
+        print(
+            f"  test probabilities: largest difference {dp.max():.4f}, mean {dp.mean():.4f} ({dp.size} values)"
+        )
+        print(f"  trial 0 weights: largest difference {dw:.2e} (largest weight {scale:.2f})")
     return 0
 
 
