@@ -131,8 +131,9 @@ class ResponseConfig:
     workers
         Worker processes of the ``"engine"`` trainer; None: torch's thread count (the CPU cores).
     compile
-        Let the ``"engine"`` trainer fuse its elementwise kernels with ``torch.compile`` (falls back, with a
-        warning, where compilation is not possible; false: always the eager kernels, slower).
+        Let the ``"engine"`` trainer fuse its elementwise kernels with ``torch.compile`` and run its first
+        encoder block as a native C kernel (each falls back, with a warning, where it cannot be built;
+        false: always the eager kernels and the matrix-product first block, slower, same results).
     fit_final
         After the trials, fit every selected model on all usable lesions and save them in the run folder
         (``models/``; see :mod:`adaptrt.response.final`).
