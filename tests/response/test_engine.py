@@ -160,3 +160,17 @@ def test_compiled_kernels_equal_fit() -> None:
         warnings.simplefilter("error", RuntimeWarning)  # a failed compilation must not pass silently here
         fast = fit_fast(cfg, data, [3, 7], workers=2, compile=True)
     assert_equal_to_fit(cfg, data, [3, 7], fast)
+
+
+def test_unavailable_native_kernel_falls_back_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adaptrt.response import engine
+
+    def broken() -> Layer1:
+        raise NativeUnavailable("no C compiler found (looked for $CC, cc, gcc, clang)")
+
+    monkeypatch.setattr(engine, "native_layer1", broken)
+    cfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
+    data = [TrialData(*_toy(24, 0), *_toy(8, 1))]
+    with pytest.warns(RuntimeWarning, match="native first-layer kernel is unavailable .*no C compiler"):
+        fast = fit_fast(cfg, data, [0], workers=1, native=True)
+    assert_equal_to_fit(cfg, data, [0], fast)

@@ -105,3 +105,15 @@ def test_no_compiler_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(native.shutil, "which", lambda _name: None)
     with pytest.raises(native.NativeUnavailable, match="no C compiler"):
         native._compiler()
+
+
+def test_unwritable_cache_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("ADAPTRT_CACHE_DIR", str(blocker / "adaptrt"))
+    try:
+        compiler = native._compiler()
+    except native.NativeUnavailable as exc:
+        pytest.skip(f"native kernels unavailable: {exc}")
+    with pytest.raises(native.NativeUnavailable, match="could not write the built kernel under"):
+        native._build("int x;", compiler)
