@@ -57,6 +57,11 @@ def test_subpixel_map_equals_upsample_then_conv() -> None:
     torch.testing.assert_close(got, want)
 
 
+def _with_validation(sizes: tuple[int, ...]) -> list[TrialData]:
+    """Toy training sets of the given sizes, each with a validation set of 10."""
+    return [TrialData(*_toy(n, i), *_toy(10, 100 + i)) for i, n in enumerate(sizes)]
+
+
 def _native_or_skip() -> Layer1:
     try:
         return native_layer1()
@@ -98,11 +103,7 @@ def test_step_gradients_equal_autograd(first_layer: str) -> None:
 def test_fit_fast_equals_fit(mode: str) -> None:
     cfg = TrainConfig(epochs=2, batch_size=16, device="cpu", mode=mode)  # type: ignore[arg-type]
     seeds = [3, 7, 11]
-    data = []
-    for i, n in enumerate((40, 33, 17)):  # 3, 3 and 2 batches an epoch (33 = 16 + 16 + 1: the 1 sits out)
-        x, m, y = _toy(n, i)
-        xv, mv, yv = _toy(10, 100 + i)
-        data.append(TrialData(x, m, y, xv, mv, yv))
+    data = _with_validation((40, 33, 17))  # 3, 3 and 2 batches an epoch (33 = 16 + 16 + 1: the 1 sits out)
     fast = fit_fast(cfg, data, seeds, workers=2)
     assert_equal_to_fit(cfg, data, seeds, fast)
 
@@ -111,11 +112,7 @@ def test_native_first_layer_equals_fit() -> None:
     # the native first block (without torch.compile), in two workers, against the autograd loop
     _native_or_skip()
     cfg = TrainConfig(epochs=2, batch_size=16, device="cpu")
-    data = []
-    for i, n in enumerate((40, 33)):
-        x, m, y = _toy(n, i)
-        xv, mv, yv = _toy(10, 100 + i)
-        data.append(TrialData(x, m, y, xv, mv, yv))
+    data = _with_validation((40, 33))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a failed build must not pass silently here
         fast = fit_fast(cfg, data, [3, 7], workers=2, native=True)
@@ -151,11 +148,7 @@ def test_compiled_kernels_equal_fit() -> None:
     # the path the paper profile uses: torch.compile'd kernels in two worker processes (compiling takes a
     # minute on a cold cache, hence slow)
     cfg = TrainConfig(epochs=2, batch_size=16, device="cpu")
-    data = []
-    for i, n in enumerate((40, 33)):
-        x, m, y = _toy(n, i)
-        xv, mv, yv = _toy(10, 100 + i)
-        data.append(TrialData(x, m, y, xv, mv, yv))
+    data = _with_validation((40, 33))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a failed compilation must not pass silently here
         fast = fit_fast(cfg, data, [3, 7], workers=2, compile=True)

@@ -349,18 +349,9 @@ _KERNELS = (
     "recon_grad",
 )
 # The kernels that torch.compile makes faster (measured on a 2-core CPU, batch 64, one thread: pool 18.8 ->
-# 2.1 ms, unpool_phases 17.8 -> 4.7, dec1 4.2 -> 1.0, dec1_grad 6.6 -> 1.4, ssim 3.5 -> 0.4, recon_grad
-# 3.1 -> 0.6); recon (2.3 -> 7.5) and unpool_image (1.0 -> 1.8) are faster as they are.
-_COMPILED = (
-    "pool",
-    "unpool_phases",
-    "unpool_image",
-    "dec1",
-    "dec1_grad",
-    "feature_grad",
-    "ssim",
-    "recon_grad",
-)
+# 2.1 ms, unpool_phases 17.8 -> 4.7, unpool_image 0.8-1.0 -> 0.35-0.43, dec1 4.2 -> 1.0, dec1_grad 6.6 -> 1.4,
+# ssim 3.5 -> 0.4, recon_grad 3.1 -> 0.6): all but recon (2.3 -> 7.5), which is faster as it is.
+_COMPILED = tuple(name for name in _KERNELS if name != "recon")
 
 
 class _Kernels:
