@@ -52,6 +52,15 @@ def _device_text(device: str) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
+def _native_text() -> str:
+    from adaptrt.response.native import NativeUnavailable, layer1
+
+    try:
+        return f"native first block ({layer1().path.name})"
+    except NativeUnavailable as exc:
+        return f"first block as a matrix product (native kernel unavailable: {exc})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
@@ -137,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         return _equivalence(lesions, config)
 
     how = {
-        "engine": f"fit_fast in {config.workers or torch.get_num_threads()} worker process(es), fused kernels",
+        "engine": f"fit_fast in {config.workers or torch.get_num_threads()} worker process(es), fused kernels, "
+        + _native_text(),
         "batched": f"fit_many, {config.batch_trials} trial(s) at a time",
         "plain": "one fit per trial",
     }[config.trainer]
