@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -29,12 +27,7 @@ from adaptrt.response.train import AutoencoderClassifier, TrainConfig
 _NOISE_ONLY = ("classifier.1.bias", "classifier.2.running_mean")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -18,13 +17,7 @@ from adaptrt.response.train import TrainConfig
 
 from .test_batched import _toy, assert_equal_to_fit
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_pool_block_as_one_product_equals_conv_then_max_pool() -> None:
@@ -108,17 +101,6 @@ def test_fit_fast_equals_fit(mode: str) -> None:
     assert_equal_to_fit(cfg, data, seeds, fast)
 
 
-def test_native_first_layer_equals_fit() -> None:
-    # the native first block (without torch.compile), in two workers, against the autograd loop
-    _native_or_skip()
-    cfg = TrainConfig(epochs=2, batch_size=16, device="cpu")
-    data = _with_validation((40, 33))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # a failed build must not pass silently here
-        fast = fit_fast(cfg, data, [3, 7], workers=2, native=True)
-    assert_equal_to_fit(cfg, data, [3, 7], fast)
-
-
 def test_worker_count_does_not_change_the_result() -> None:
     cfg = TrainConfig(epochs=1, batch_size=16, device="cpu")
     data = [TrialData(*_toy(24, i)) for i in range(3)]
@@ -143,15 +125,17 @@ def test_fit_fast_rejects_bad_arguments() -> None:
         fit_fast(cfg, [TrialData(x, m, y)], [0], native="yes")  # type: ignore[arg-type]
 
 
-@pytest.mark.slow
-def test_compiled_kernels_equal_fit() -> None:
-    # the path the paper profile uses: torch.compile'd kernels in two worker processes (compiling takes a
-    # minute on a cold cache, hence slow)
+@pytest.mark.parametrize("kernels", ["native", pytest.param("compiled", marks=pytest.mark.slow)])
+def test_fast_kernels_equal_fit(kernels: str) -> None:
+    # native: the C first block alone; compiled: the path the paper profile uses (torch.compile'd kernels
+    # and the native block; compiling takes a minute on a cold cache, hence slow). Both in two workers.
+    if kernels == "native":
+        _native_or_skip()
     cfg = TrainConfig(epochs=2, batch_size=16, device="cpu")
     data = _with_validation((40, 33))
     with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)  # a failed compilation must not pass silently here
-        fast = fit_fast(cfg, data, [3, 7], workers=2, compile=True)
+        warnings.simplefilter("error", RuntimeWarning)  # a failed build or compilation must not pass silently
+        fast = fit_fast(cfg, data, [3, 7], workers=2, native=True, compile=kernels == "compiled")
     assert_equal_to_fit(cfg, data, [3, 7], fast)
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pytest
-import torch
 from numpy.typing import NDArray
 
 from adaptrt.config import to_jsonable
@@ -40,13 +38,7 @@ PRE = PreprocessConfig(n_slices=1, angles_deg=(0.0, 90.0))
 SPACING = (2.0, 1.0, 1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One torch thread: on a busy small machine, threads that wait on each other run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lesion(
