@@ -401,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     re_.set_defaults(func=_cmd_response_explain)
 
+    from .drift.cli import add_parser as add_drift_parser
+    from .target.cli import add_parser as add_target_parser
+
+    add_drift_parser(sub)
+    add_target_parser(sub)
+
     s = sub.add_parser("simulate", help="write simulated cohorts")
     ssub = s.add_subparsers(dest="simulate_command", metavar="KIND", required=True)
     sp = ssub.add_parser("phantom", help="a tiny lesion phantom cohort (tests, demos)")

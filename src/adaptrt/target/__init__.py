@@ -1,0 +1,1 @@
+"""The glioblastoma target study: recurrence analyses, voxel random forests, RTOG / EORTC CTVs."""
