@@ -1,0 +1,1 @@
+"""What the studies share below them: SSIM, training-loop helpers."""
