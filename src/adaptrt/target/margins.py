@@ -13,7 +13,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-__all__ = ["expand_mm", "distance_mm"]
+__all__ = ["distance_mm", "expand_mm"]
 
 
 def _check(mask: NDArray[np.bool_], spacing_mm: Sequence[float]) -> tuple[float, ...]:
