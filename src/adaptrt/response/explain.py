@@ -13,7 +13,8 @@ Steps (:func:`explain_lesion`)
    is 3-D and each sample maps back onto its slice exactly.
 2. ``P(responder)`` of the lesion is the mean of the per-slice probabilities.
 3. Each CAM method gives a ``(n, 64, 64)`` map per slice (set to 0 outside the GTV at the 64×64
-   resolution), which :func:`paste_back` resamples (bilinear) onto the crop box of the original grid.
+   resolution), which :func:`adaptrt.preprocess.paste_back` resamples (bilinear) onto the crop box of the
+   original grid.
 4. Every map is divided by its maximum over the **whole lesion** (all slices together), not slice by slice,
    so a slice with weak evidence stays weak. The boost is ``normalised boost_method CAM >= boost_threshold``
    intersected with the GTV; connected pieces (6-connected: voxels sharing a face) smaller than
@@ -65,7 +66,9 @@ from scipy import ndimage
 from ..config import from_dict, to_jsonable
 from ..errors import InputError
 from ..io.atomic import atomic_dir, check_writable
-from ..preprocess import LesionSlices, PreprocessConfig, prepare_lesion, sample_like
+
+# paste_back lives in preprocess (the drift study needs it too; no study imports another); re-exported here
+from ..preprocess import LesionSlices, PreprocessConfig, paste_back, prepare_lesion, sample_like
 from ..types import Volume
 from .cam import CamMethod
 from .train import BOTTLENECK_SIZE, IMAGE_SIZE, AutoencoderClassifier
@@ -103,8 +106,6 @@ _DEFAULT_MODEL = Path("models") / "cam_trial00.pt"
 _GTV_COLOUR = (255, 0, 0)
 # magenta is not in the jet colour map of the CAM overlays, so the boost outline stays visible on them
 _BOOST_COLOUR = (255, 0, 255)
-# Area fractions computed from sums of floats may land a hair below an exact 0.5 (as in preprocess).
-_HALF = 0.5 - 1e-9
 # 6-connectivity: voxels sharing a face belong to one piece of the boost.
 _FACES = ndimage.generate_binary_structure(3, 1)
 
@@ -226,104 +227,6 @@ class LesionExplanation:
     def __post_init__(self) -> None:
         for name in ("cams", "cams_normalised", "sample_cams"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
-
-
-# ---------------------------------------------------------------------------------------------- paste back
-def _coverage(n_in: int, n_out: int) -> NDArray[np.float64]:
-    """``(n_out, n_in)`` fraction of each output pixel's length covered by each input pixel (edges aligned)."""
-    scale = n_in / n_out
-    out_lo = np.arange(n_out)[:, None] * scale
-    in_lo = np.arange(n_in)[None, :].astype(np.float64)
-    overlap = np.minimum(out_lo + scale, in_lo + 1.0) - np.maximum(out_lo, in_lo)
-    return np.clip(overlap, 0.0, None) / scale
-
-
-def _resize(maps: NDArray[Any], h: int, w: int, kind: str) -> NDArray[Any]:
-    """``(n, s, s)`` -> ``(n, h, w)`` with the outer pixel edges aligned (the inverse of the preprocessing)."""
-    n, s_y, s_x = maps.shape
-    if kind == "mask":
-        cover = _coverage(s_y, h) @ (maps != 0).astype(np.float64) @ _coverage(s_x, w).T
-        return cover >= _HALF
-    # output pixel q (edges aligned) has its centre at input coordinate (q + 0.5) * s / h - 0.5
-    scale = np.array([1.0, s_y / h, s_x / w])
-    offset = np.array([0.0, 0.5 * scale[1] - 0.5, 0.5 * scale[2] - 0.5])
-    return ndimage.affine_transform(
-        np.asarray(maps, dtype=np.float64),
-        scale,
-        offset=offset,
-        output_shape=(n, h, w),
-        order=1,
-        mode="nearest",
-    ).astype(np.float32)
-
-
-def paste_back(
-    maps: NDArray[Any], ref: LesionSlices, like: Volume, *, kind: Literal["image", "mask"]
-) -> Volume:
-    """Put per-sample 2-D maps back on the grid of the volume a lesion was prepared from.
-
-    The inverse of the preprocessing for unrotated samples: each ``(size, size)`` map is resampled to the
-    crop box's in-plane size (outer pixel edges aligned, as in :func:`adaptrt.preprocess.resample_inplane`)
-    and placed on slice ``ref.slice_index[i]`` inside ``ref.box``; the parts of the box outside the volume
-    are dropped and everything else is 0 (False).
-
-    Parameters
-    ----------
-    maps
-        ``(n, size, size)`` finite values, one per sample of ``ref`` in its order.
-    ref
-        The prepared lesion; every sample must be unrotated (angle 0) and on its own slice.
-    like
-        A Volume on the grid ``ref`` was prepared from; the output has its shape and geometry.
-    kind
-        ``"image"``: bilinear interpolation at the box's pixel centres (edge values replicated), float32.
-        ``"mask"``: a box pixel is inside when at least half of its area is covered by inside map pixels
-        (pixels as boxes, the rule of the preprocessing's mask resampling), bool.
-
-    Returns
-    -------
-    Volume
-        ``like``'s shape ``(z, y, x)`` and geometry; float32 (``"image"``) or bool (``"mask"``).
-
-    Raises
-    ------
-    ValueError
-        A rotated sample, two samples on one slice, a slice outside ``like``, a shape mismatch, non-finite
-        values or an unknown ``kind``.
-
-    Examples
-    --------
-    >>> back = paste_back(sample_like(vol, ref, kind="image"), ref, vol, kind="image")   # doctest: +SKIP
-    """
-    if kind not in ("image", "mask"):
-        raise ValueError(f"kind must be 'image' or 'mask', got {kind!r}")
-    m = np.asarray(maps)
-    n = len(ref)
-    size = int(ref.image.shape[1])
-    if m.shape != (n, size, size):
-        raise ValueError(f"maps must have shape ({n}, {size}, {size}) (one per sample of ref), got {m.shape}")
-    if m.dtype.kind not in "biuf" or (m.dtype.kind == "f" and not np.all(np.isfinite(m))):
-        raise ValueError("maps must hold finite numbers")
-    if np.any(np.mod(ref.angle_deg, 360.0) != 0.0):
-        raise ValueError(
-            "paste_back inverts only unrotated samples; prepare the lesion with angles_deg=(0.0,) "
-            f"(got angles {sorted(set(ref.angle_deg.tolist()))})"
-        )
-    if np.unique(ref.slice_index).size != n:
-        raise ValueError("paste_back needs one sample per slice; ref has several samples on one slice")
-    nz, ny, nx = like.shape
-    if n and (ref.slice_index.min() < 0 or ref.slice_index.max() >= nz):
-        raise ValueError(f"ref's slices {ref.slice_index.tolist()} do not fit a volume of {nz} slices")
-    _, _, y0, y1, x0, x1 = ref.box
-    block = _resize(m, y1 - y0, x1 - x0, kind)
-    out: NDArray[Any] = np.zeros(like.shape, dtype=np.bool_ if kind == "mask" else np.float32)
-    # the box may reach outside the volume (padding in the preprocessing): keep the part inside
-    ly, hy = max(y0, 0), min(y1, ny)
-    lx, hx = max(x0, 0), min(x1, nx)
-    if hy > ly and hx > lx:
-        for i, k in enumerate(ref.slice_index.tolist()):
-            out[k, ly:hy, lx:hx] = block[i, ly - y0 : hy - y0, lx - x0 : hx - x0]
-    return like.with_array(out)
 
 
 # ---------------------------------------------------------------------------------------------- explain
