@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import InputError
@@ -23,6 +26,51 @@ EXIT_OK, EXIT_INTERNAL, EXIT_INPUT = 0, 1, 2
 
 def _config_error(exc: Exception, what: str) -> InputError:
     return InputError(str(exc), field=what, fix="see `adaptrt --help` for the allowed values")
+
+
+def _check_out(args: argparse.Namespace, option: str = "--out") -> None:
+    """Before any work: the output folder can be created (free, or --overwrite; its parent writable)."""
+    from .io.atomic import check_output_writable
+
+    try:
+        check_output_writable(args.out, overwrite=args.overwrite)
+    except InputError as exc:
+        raise InputError(exc.problem, path=exc.path, field=option, fix=exc.fix) from exc
+
+
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise InputError(
+            f"the seed must be >= 0, got {seed}",
+            field="--seed",
+            fix="give a non-negative integer, e.g. --seed 0",
+        )
+
+
+def _check_utf8(path: Path, what: str, fix: str) -> None:
+    """Refuse a text file that is not UTF-8, naming it (before a parser fails on it)."""
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{what} is not UTF-8 text ({exc.reason} at byte {exc.start})", path=path, fix=fix
+        ) from exc
+    except OSError:
+        return  # a missing or unreadable file is reported by the reader that follows
+
+
+def _manifest_path(value: str) -> Path:
+    """The manifest argument; a folder that holds a manifest.csv is answered with that suggestion."""
+    path = Path(value)
+    if path.is_dir():
+        inside = path / "manifest.csv"
+        hint = (
+            f"did you mean {inside}?"
+            if inside.is_file()
+            else "give the CSV file (see docs/manifest.md), not its folder"
+        )
+        raise InputError("is a folder, not a manifest CSV file", path=path, fix=hint[0].upper() + hint[1:])
+    return path
 
 
 # ----------------------------------------------------------------------------- commands
@@ -38,6 +86,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .response.study import response_config
     from .simulate.metastases import MetastasisConfig
 
+    _check_seed(args.seed)
+    _check_out(args)
     try:
         mcfg = MetastasisConfig(n_patients=args.patients, n_lesions=_lesions_for(args.patients, args.lesions))
         cfg = DemoConfig(
@@ -59,20 +109,27 @@ def _detect_layout(path: Path) -> str:
 
     if not path.is_file():
         raise InputError("manifest not found", path=path, fix="check the path to the CSV file")
-    with path.open(newline="") as fh:
-        header = next(csv.reader(fh), [])
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"is not UTF-8 text ({exc.reason} at byte {exc.start})",
+            path=path,
+            fix="save the manifest as CSV in UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet program)",
+        ) from exc
+    except csv.Error as exc:
+        raise InputError(f"is not a valid CSV file ({exc})", path=path, fix="save it again as CSV") from exc
     return "glioblastoma" if "ttp_months" in [h.strip() for h in header] else "lesions"
 
 
 def _cmd_cohort_check(args: argparse.Namespace) -> int:
     from .io import manifest as mf
 
-    path = Path(args.manifest)
-    layout = args.layout if args.layout != "auto" else _detect_layout(path)
+    path = _manifest_path(args.manifest)
     if args.out is not None:
-        from .io.atomic import check_writable
-
-        check_writable(args.out, overwrite=args.overwrite)
+        _check_out(args)
+    layout = args.layout if args.layout != "auto" else _detect_layout(path)
     summary: mf.CohortSummary | mf.GlioblastomaSummary
     if layout == "glioblastoma":
         gcohort = mf.read_glioblastoma_manifest(path)
@@ -84,8 +141,8 @@ def _cmd_cohort_check(args: argparse.Namespace) -> int:
                 field="--threshold",
                 fix="give a fraction such as 0.2 for 20 %",
             )
-        cohort = mf.read_manifest(path)
-        summary = mf.check_cohort(cohort, threshold=args.threshold, progress=not args.quiet)
+        # one pass: the rows' problems and the files' problems are reported together
+        summary = mf.check_manifest(path, threshold=args.threshold, progress=not args.quiet)
     print(summary.to_text())
     if args.out is not None:
         from .report.run import RunFolder, command_line
@@ -112,6 +169,8 @@ def _cmd_cohort_check(args: argparse.Namespace) -> int:
 def _cmd_simulate_phantom(args: argparse.Namespace) -> int:
     from .simulate.phantom import PhantomConfig, write_phantom_cohort
 
+    _check_seed(args.seed)
+    _check_out(args)
     try:
         cfg = PhantomConfig(n_patients=args.patients, responder_share=args.responder_share)
     except ValueError as exc:
@@ -127,6 +186,8 @@ def _cmd_response_run(args: argparse.Namespace) -> int:
     from .response.run import run_response_study
     from .response.study import response_config
 
+    _manifest_path(args.manifest)
+    _check_out(args)
     changes: dict[str, object] = {"threshold": args.threshold, "seed": args.seed}
     if args.trials is not None:
         changes["n_trials"] = args.trials
@@ -149,6 +210,8 @@ def _cmd_response_run(args: argparse.Namespace) -> int:
 def _cmd_response_predict(args: argparse.Namespace) -> int:
     from .response.final import run_predict
 
+    _manifest_path(args.manifest)
+    _check_out(args)
     out = run_predict(
         args.run,
         args.manifest,
@@ -166,6 +229,8 @@ def _cmd_response_explain(args: argparse.Namespace) -> int:
 
     from .response.explain import ExplainConfig, explain_from_manifest
 
+    _manifest_path(args.manifest)
+    _check_out(args)
     try:
         cfg = ExplainConfig(target=args.target, boost_threshold=args.threshold)
     except InputError as exc:
@@ -198,6 +263,10 @@ def _cmd_simulate_metastases(args: argparse.Namespace) -> int:
     from .config import load_config
     from .simulate.metastases import MetastasisConfig, write_metastasis_cohort
 
+    _check_seed(args.seed)
+    _check_out(args)
+    if args.config:
+        _check_utf8(Path(args.config), "the configuration file", "save the JSON file as UTF-8 text")
     try:
         base = load_config(MetastasisConfig, args.config) if args.config else MetastasisConfig()
         changes: dict[str, object] = {}
@@ -224,6 +293,8 @@ def _cmd_simulate_metastases(args: argparse.Namespace) -> int:
 def _cmd_simulate_glioblastoma(args: argparse.Namespace) -> int:
     from .simulate.glioblastoma import GlioblastomaConfig, write_glioblastoma_cohort
 
+    _check_seed(args.seed)  # refused here: the simulator's own check is another module's
+    _check_out(args)
     try:
         cfg = GlioblastomaConfig(n_patients=args.patients, antiangiogenic_share=args.antiangiogenic_share)
     except ValueError as exc:
@@ -242,6 +313,7 @@ def _cmd_simulate_digits(args: argparse.Namespace) -> int:
     from .report.figures import lesion_gallery
     from .simulate.digits import zero_digit_pairs
 
+    _check_out(args)
     try:
         pairs = zero_digit_pairs(args.n, size=args.size, seed=args.seed)
     except ValueError as exc:
@@ -457,14 +529,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    previous = _stop_on_sigterm()
     try:
         return func(args)
     except InputError as exc:
         print(f"adaptrt: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("adaptrt: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # the atomic writers have removed their staging folders while the exception passed through them
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        name = signal.Signals(signum).name
+        print(
+            f"adaptrt: stopped by {name}; the unfinished output was removed, nothing was written",
+            file=sys.stderr,
+        )
+        return 128 + int(signum)
     except Exception:
         traceback.print_exc()
         print(
@@ -473,6 +552,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every ``with`` block (atomic writers) cleans up on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise _Stopped(signum)
+
+
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into :class:`_Stopped` while a command runs; returns the previous handler (or None)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None  # signal handlers can only be set from the main thread
+    return signal.signal(signal.SIGTERM, _raise_stopped)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,8 +85,11 @@ def run_demo(
     progress
         Show progress bars.
     """
+    from .io.atomic import check_output_writable
     from .io.manifest import check_cohort, read_manifest
     from .simulate.metastases import write_metastasis_cohort
+
+    check_output_writable(out, overwrite=overwrite)  # before any work: a later failure would waste minutes
 
     cfg = config or DemoConfig()
     with RunFolder(

@@ -244,7 +244,8 @@ def test_mask_shape_differs_from_image(cohort_dir: Any) -> None:
     with pytest.raises(
         InputError,
         match=r"row 4 \(line 5\), column 'mask' \[P1/2 mri2\]: .*P1_2_mri2\.nii\.gz: the mask's grid differs "
-        r"from its image .*P1_mri2\.nii\.gz: shape \(10, 32, 30\) differs from \(10, 32, 32\); fix: resample",
+        r"from its image .*P1_mri2\.nii\.gz: shape 10 x 32 x 30 voxels \(z, y, x\) differs from 10 x 32 x 32; "
+        r"fix: resample",
     ):
         check_cohort(cohort)
 
@@ -486,7 +487,7 @@ def test_glioblastoma_grids_differ(gbm_dir: Any) -> None:
     with pytest.raises(
         InputError,
         match=r"1 problem:\n  row 2 \(line 3\), column 'map_nADC' \[patient P2\]: .*nADC\.nii\.gz is not on the "
-        r"grid of 'brain' .*shape \(8, 11, 11\) differs from \(12, 16, 16\)",
+        r"grid of 'brain' .*shape 8 x 11 x 11 voxels \(z, y, x\) differs from 12 x 16 x 16",
     ):
         check_glioblastoma_cohort(cohort)
     with pytest.raises(InputError, match=r"\[patient P2\].*is not on the grid of 'brain'"):

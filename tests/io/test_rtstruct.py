@@ -511,3 +511,171 @@ def test_end_to_end_with_written_mr_series(tmp_path: Path) -> None:
     assert ds.StudyInstanceUID == reread.study_instance_uid
     if shutil.which("dciodvfy") is not None:
         assert _dciodvfy_errors(path) == []
+
+
+# ---------------------------------------------------------------------------------------------- pixel-centre contours
+# Many mask-to-contour converters (rt-utils, OpenCV findContours, AI segmentation exports) trace the centres of
+# the boundary pixels. The contours below are made that way, independently of adaptrt's writer: the convex hull
+# of a digital disc's pixel centres (whose closed inside holds exactly the disc's pixels), diamonds through the
+# centres of the pixels around a hole, with float32 rounding and 1e-6 mm noise on the coordinates.
+def _disc(ny: int, nx: int, centre: tuple[int, int], radius: float) -> NDArray[np.bool_]:
+    rows, cols = np.mgrid[:ny, :nx]
+    return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
+
+
+def _hull_contour(layer: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """The pixel-centre contour (row, col) of a digitally convex island: its centres' convex hull."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    points = np.argwhere(layer).astype(np.float64)
+    if len(points) <= 2:
+        return points
+    try:
+        return points[ConvexHull(points).vertices]
+    except QhullError:  # collinear pixels: the segment between the two ends
+        order = np.lexsort((points[:, 1], points[:, 0]))
+        return points[[order[0], order[-1]]]
+
+
+def _diamond(centre: tuple[int, int], reach: int) -> NDArray[np.float64]:
+    """Contour through the pixel centres at city-block distance ``reach`` (a hole of reach - 1 inside)."""
+    r, c = centre
+    return np.array([[r - reach, c], [r, c + reach], [r + reach, c], [r, c - reach]], dtype=np.float64)
+
+
+def _write_contours(
+    template: Path, out: Path, volume: Volume, contours: list[tuple[int, NDArray[np.float64]]], seed: int = 0
+) -> Path:
+    """Replace the first ROI's contours of ``template`` by ``(slice, (N, 2) row/col)`` polygons, written as
+    float32 world coordinates with noise, as converters that go through float32 do."""
+    rng = np.random.default_rng(seed)
+    ds = pydicom.dcmread(template)
+    template_item = ds.ROIContourSequence[0].ContourSequence[0]
+    items = []
+    for number, (k, rowcol) in enumerate(contours, start=1):
+        index = np.column_stack([np.full(len(rowcol), float(k)), rowcol])
+        world = volume.index_to_world(index) + rng.uniform(-1e-6, 1e-6, (len(rowcol), 3))
+        item = Dataset()
+        item.ContourImageSequence = template_item.ContourImageSequence
+        item.ContourGeometricType = "CLOSED_PLANAR"
+        item.ContourNumber = number
+        item.NumberOfContourPoints = len(rowcol)
+        item.ContourData = [f"{v:.9g}" for v in world.astype(np.float32).astype(np.float64).ravel()]
+        items.append(item)
+    ds.ROIContourSequence[0].ContourSequence = items
+    ds.save_as(out)
+    return out
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_pixel_centre_contours_read_without_bias(
+    tmp_path: Path, written: tuple[Path, DicomSeries, Volume, Volume], oblique: bool
+) -> None:
+    template, series, _, _ = written
+    if oblique:
+        volume = _image(direction=_rotation(10.0, -20.0, 35.0), origin=(12.499998927, -7.3, 3.1))
+        series = DicomSeries(**{**series.__dict__, "volume": volume})
+    volume = series.volume
+    ny, nx = volume.shape[1:]
+    expected = np.zeros(volume.shape, dtype=bool)
+    contours: list[tuple[int, NDArray[np.float64]]] = []
+    # a small metastasis of 33 voxels: discs on slices 1-5 (one-pixel poles: single-point contours)
+    for k, radius in zip(range(1, 6), (0.5, 1.5, 2.0, 1.5, 0.5), strict=True):
+        layer = _disc(ny, nx, (7, 8), radius)
+        expected[k] |= layer
+        contours.append((k, _hull_contour(layer)))
+    # a ring with a hole (the hole contour runs through the centres of the pixels around it)
+    outer = _disc(ny, nx, (14, 14), 6.2)
+    rows, cols = np.mgrid[:ny, :nx]
+    hole = np.abs(rows - 14) + np.abs(cols - 14) <= 2
+    expected[6] = outer & ~hole
+    contours += [(6, _hull_contour(outer)), (6, _diamond((14, 14), 3))]
+    # a pin-hole: one missing pixel inside a square
+    square = np.zeros((ny, nx), dtype=bool)
+    square[3:12, 15:25] = True
+    square[7, 20] = False
+    expected[7] = square
+    contours += [
+        (7, np.array([[3, 15], [3, 24], [11, 24], [11, 15]], dtype=np.float64)),
+        (7, _diamond((7, 20), 1)),
+    ]
+    # two islands on one slice
+    left, right = _disc(ny, nx, (20, 6), 3.0), _disc(ny, nx, (20, 16), 4.4)
+    expected[8] = left | right
+    contours += [(8, _hull_contour(left)), (8, _hull_contour(right))]
+    edited = _write_contours(template, tmp_path / "centres.dcm", volume, contours)
+
+    back = read_rtstruct(edited, "GTV", series).array
+    for k in range(volume.shape[0]):
+        assert np.array_equal(back[k], expected[k]), f"slice {k}"
+    metastasis = expected[1:6]
+    assert np.count_nonzero(back[1:6]) == np.count_nonzero(metastasis) == 1 + 9 + 13 + 9 + 1  # read whole
+
+
+def test_freehand_contours_stay_unbiased(
+    tmp_path: Path, written: tuple[Path, DicomSeries, Volume, Volume]
+) -> None:
+    template, series, _, _ = written
+    volume = series.volume
+    rng = np.random.default_rng(5)
+    contours = []
+    polygon_area = 0.0
+    for k in range(1, 9):
+        angles = np.sort(rng.uniform(0, 2 * np.pi, 60))
+        radius = rng.uniform(6.0, 11.0) * (1 + 0.05 * np.sin(3 * angles))
+        rows = 13.5 + rng.uniform(-0.5, 0.5) + radius * np.sin(angles)
+        cols = 13.5 + rng.uniform(-0.5, 0.5) + radius * np.cos(angles)
+        contours.append((k, np.column_stack([rows, cols])))
+        polygon_area += 0.5 * abs(float(np.dot(rows, np.roll(cols, 1)) - np.dot(cols, np.roll(rows, 1))))
+    edited = _write_contours(template, tmp_path / "freehand.dcm", volume, contours)
+    back = read_rtstruct(edited, "GTV", series)
+    assert abs(np.count_nonzero(back.array) / polygon_area - 1) < 0.01
+
+
+def test_single_point_contour_marks_its_pixel(
+    tmp_path: Path, written: tuple[Path, DicomSeries, Volume, Volume]
+) -> None:
+    template, series, _, _ = written
+    edited = _write_contours(
+        template,
+        tmp_path / "dot.dcm",
+        series.volume,
+        [(4, np.array([[9.0, 11.0]])), (4, np.array([[2.0, 3.0], [2.0, 6.0]]))],
+    )
+    back = read_rtstruct(edited, "GTV", series).array
+    expected = np.zeros(series.volume.shape, dtype=bool)
+    expected[4, 9, 11] = True
+    expected[4, 2, 3:7] = True
+    assert np.array_equal(back, expected)
+
+
+# ---------------------------------------------------------------------------------------------- incomplete files
+def test_truncated_rtstruct_is_a_clean_error_naming_the_file(
+    tmp_path: Path, written: tuple[Path, DicomSeries, Volume, Volume]
+) -> None:
+    path, series, _, _ = written
+    data = path.read_bytes()
+    # cut inside the contour data, at an item boundary, and a few bytes before the end
+    for n in (len(data) // 2, len(data) - 3, len(data) - 200, 3 * len(data) // 4 + 1):
+        cut = tmp_path / f"cut_{n}.dcm"
+        cut.write_bytes(data[:n])
+        with pytest.raises(InputError, match=r"incomplete|not a DICOM file") as info:
+            read_rtstruct(cut, "GTV", series)
+        assert info.value.path == str(cut)
+    assert np.any(read_rtstruct(path, "GTV", series).array)  # the whole file still reads
+
+
+def test_complete_files_in_other_encodings_are_not_called_incomplete(
+    tmp_path: Path, written: tuple[Path, DicomSeries, Volume, Volume]
+) -> None:
+    from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
+
+    path, series, gtv, _ = written
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(tmp_path / "implicit.dcm", implicit_vr=True, little_endian=True)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
+    pydicom.dcmwrite(tmp_path / "big.dcm", ds, implicit_vr=False, little_endian=False, force_encoding=True)
+    for name in ("implicit.dcm", "big.dcm"):
+        assert np.array_equal(read_rtstruct(tmp_path / name, "GTV", series).array, gtv.array)

@@ -295,3 +295,74 @@ def test_existing_folder_is_not_overwritten(written: tuple[Path, MetastasisConfi
 def test_config_type_is_checked(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="config must be a MetastasisConfig"):
         write_metastasis_cohort(tmp_path / "x", config={"n_patients": 2})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------- placement
+def _placements(cfg: MetastasisConfig, seed: int, volumes: list[float]) -> list[tuple[int, int, int]]:
+    """The placement step alone: one patient's anatomy, then lesions of ``volumes`` placed largest first."""
+    from adaptrt.seeding import as_generator
+    from adaptrt.simulate.metastases import _anatomy, _new_placement, _place_lesion
+
+    gen = as_generator(seed)
+    anatomy = _anatomy(cfg, gen)
+    sp = np.asarray(cfg.spacing_mm, dtype=float)
+    n = len(volumes)
+    fates = _draw_fates(cfg, gen, n, np.zeros(n), 0.0)
+    occupied = np.zeros(cfg.fov, dtype=bool)
+    placed: list = []
+    for i, vol in sorted(enumerate(volumes), key=lambda iv: -iv[1]):
+        item = _place_lesion(
+            placed,
+            _new_placement(vol, sp, cfg, fates, i, gen),
+            lambda vol=vol, i=i: _new_placement(vol, sp, cfg, fates, i, gen),
+            anatomy,
+            occupied,
+            cfg.spacing_mm,
+            gen,
+            f"S{seed}",
+        )
+        placed.append(item)
+    for item in placed:  # disjoint reserves, inside the allowed brain
+        assert item.plan.placed_at is not None
+    starts = [item.plan.placed_at for item in placed]
+    return [s for s in starts if s is not None]
+
+
+def test_default_placement_never_fails() -> None:
+    """The hardest default draws: four lesions, the largest at the top of volume_range_mm3."""
+    cfg = MetastasisConfig()
+    top = cfg.volume_range_mm3[1]
+    for seed in range(3):
+        assert len(_placements(cfg, seed, [top, top, 12_000.0, 5_000.0])) == 4
+
+
+def test_placement_never_fails_over_many_seeds() -> None:
+    """Many patients' worth of placements on a small head with large lesions for it."""
+    cfg = MetastasisConfig(**SMALL)  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        volumes = np.exp(rng.uniform(np.log(300.0), np.log(1_500.0), size=4)).tolist()
+        assert len(_placements(cfg, seed, volumes)) == 4
+
+
+def test_placement_is_deterministic_with_redraws() -> None:
+    cfg = MetastasisConfig(**SMALL)  # type: ignore[arg-type]
+    volumes = [1_500.0] * 4
+    assert _placements(cfg, 5, volumes) == _placements(cfg, 5, volumes)
+
+
+def test_lesion_that_cannot_fit_at_all_is_a_clear_error() -> None:
+    cfg = MetastasisConfig(fov=(24, 96, 96), volume_range_mm3=(15.0, 1_000.0))
+    with pytest.raises(InputError, match=r"could not place a lesion of 20000 mm³.*even with no other lesion"):
+        _placements(cfg, 0, [20_000.0])
+
+
+@pytest.mark.slow
+def test_seed_that_used_to_fail_now_simulates_the_same_bytes_twice() -> None:
+    cfg = MetastasisConfig()
+    first = simulate_patient(cfg, 20, spawn(90431, cfg.n_patients + 1)[20])  # P021 of seed 90431
+    again = simulate_patient(cfg, 20, spawn(90431, cfg.n_patients + 1)[20])
+    assert len(first.lesions) == 3
+    for a, b in zip(first.lesions, again.lesions, strict=True):
+        assert all(np.array_equal(a.gtv[t], b.gtv[t]) for t in TIMEPOINTS)
+    assert all(np.array_equal(first.images[t], again.images[t]) for t in TIMEPOINTS)

@@ -50,7 +50,9 @@ __all__ = [
     "write_mr_series",
 ]
 
-#: SOP classes of enhanced (multi-frame, functional-group) images, which this reader does not support.
+#: SOP classes of enhanced (multi-frame, functional-group) images, which this reader refuses with a conversion
+#: recipe. Other multi-frame objects (RT Dose, ultrasound cine, multi-frame secondary capture) are refused as
+#: what they are.
 _ENHANCED_SOP_CLASSES = frozenset(
     {
         "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
@@ -60,6 +62,7 @@ _ENHANCED_SOP_CLASSES = frozenset(
         "1.2.840.10008.5.1.4.1.1.2.2",  # Legacy Converted Enhanced CT Image Storage
     }
 )
+_RT_DOSE_STORAGE = "1.2.840.10008.5.1.4.1.1.481.2"
 # Elements larger than this are not read until used, so grouping a folder does not load every pixel.
 _DEFER_BYTES = 1024
 _UINT16_MAX = 65535
@@ -446,18 +449,47 @@ def _rescale(stored: NDArray[Any], slope: float, intercept: float) -> NDArray[np
     return (stored.astype(np.float64) * slope + intercept).astype(np.float32)
 
 
+def _frames(ds: Dataset) -> int:
+    try:
+        return int(str(ds.get("NumberOfFrames", "") or "1").strip() or 1)
+    except ValueError:
+        return 1
+
+
+def _sop_name(sop_class: str) -> str:
+    name = UID(sop_class).name if sop_class else ""
+    return name if name and name != sop_class else f"SOP class {sop_class or 'absent'}"
+
+
 def _check_image(ds: Dataset, path: Path) -> None:
-    frames = ds.get("NumberOfFrames")
-    if str(ds.get("SOPClassUID", "")) in _ENHANCED_SOP_CLASSES or (
-        frames is not None and str(frames).strip() and int(frames) > 1
-    ):
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    frames = _frames(ds)
+    if sop_class in _ENHANCED_SOP_CLASSES:
         raise InputError(
-            f"is an enhanced multi-frame object ({frames or 1} frames, SOP class "
-            f"{ds.get('SOPClassUID', '?')}), which is not supported",
+            f"is an enhanced multi-frame image ({_sop_name(sop_class)}, {frames} frame"
+            f"{'s' * (frames != 1)} in one file), which adaptrt does not read: it reads classic series of one "
+            "file per slice",
+            path=path,
+            field="SOPClassUID",
+            fix="convert it to one file per slice with dcm4che's `emf2sf --out-dir OUT FILE`, or to NIfTI with "
+            "`dcm2niix -z y -o OUT FOLDER` and list the .nii.gz in the manifest; or export the series again "
+            "with the scanner's 'classic (single-frame) DICOM' option",
+        )
+    if sop_class == _RT_DOSE_STORAGE:
+        raise InputError(
+            "is an RT Dose grid, not an MR image series",
+            path=path,
+            field="SOPClassUID",
+            fix="move dose files out of the image series' folder and point the manifest at the MR series",
+        )
+    if frames > 1:
+        raise InputError(
+            f"is a multi-frame {_sop_name(sop_class)} object ({frames} frames in one file), not a series of "
+            "MR slices",
             path=path,
             field="NumberOfFrames",
-            fix="export the series as classic single-frame images (one file per slice), e.g. with "
-            "`emf2sf` (dcm4che) or your scanner's 'classic DICOM' export option",
+            fix="point the manifest at the folder of the MR series (one file per slice), or move this file "
+            "out of it",
         )
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise InputError(
@@ -564,7 +596,7 @@ def read_dicom_series(folder: str | os.PathLike[str], *, series_uid: str | None 
                 f"{_describe(_summaries(groups))}",
                 path=path,
                 field="SeriesInstanceUID",
-                fix="pass one of the SeriesInstanceUIDs listed",
+                fix="give one of the SeriesInstanceUIDs listed (the manifest's series_uid column)",
             )
         members = groups[series_uid]
     elif len(groups) > 1:
@@ -572,7 +604,8 @@ def read_dicom_series(folder: str | os.PathLike[str], *, series_uid: str | None 
             f"holds {len(groups)} image series: {_describe(_summaries(groups))}",
             path=path,
             field="SeriesInstanceUID",
-            fix="pass series_uid= to choose one, or put one series per folder",
+            fix="choose one with the manifest's series_uid column (docs/manifest.md; series_uid= in Python), "
+            "or put each series in its own folder",
         )
     else:
         members = next(iter(groups.values()))

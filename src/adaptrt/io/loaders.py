@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,16 @@ from .nifti import is_nifti_path, read_nifti
 if TYPE_CHECKING:
     from .dicom import DicomSeries
 
-__all__ = ["CACHE_SIZE", "clear_cache", "image_ref", "load_image", "load_mask", "mask_ref"]
+__all__ = [
+    "CACHE_SIZE",
+    "SeriesRef",
+    "clear_cache",
+    "geometry_difference_text",
+    "image_ref",
+    "load_image",
+    "load_mask",
+    "mask_ref",
+]
 
 #: Entries kept by each of the image caches (a brain MR series is typically 10–200 MB as float32).
 CACHE_SIZE = 4
@@ -42,21 +52,65 @@ CACHE_SIZE = 4
 _Stamp = tuple[tuple[str, int, int], ...]
 
 
-def image_ref(path: str | os.PathLike[str]) -> ImageRef:
+@dataclass(frozen=True)
+class SeriesRef(ImageRef):
+    """An image that is one series of a DICOM folder holding several: ``series_uid`` picks it.
+
+    The manifest's ``series_uid`` column makes these (see ``docs/manifest.md``).
+    """
+
+    series_uid: str | None = None
+
+
+def _series_uid_of(ref: ImageRef) -> str | None:
+    return ref.series_uid if isinstance(ref, SeriesRef) else None
+
+
+def _exists(p: Path, what: str) -> bool:
+    """``p.exists()``, with the operating system's refusals (a name too long...) as an InputError."""
+    try:
+        return p.exists()
+    except OSError as exc:
+        shown = str(p) if len(str(p)) <= 200 else f"{str(p)[:120]}…{str(p)[-60:]} ({len(str(p))} characters)"
+        raise InputError(
+            f"the {what} path cannot be used: {exc.strerror or exc}",
+            path=shown,
+            fix="check the path in the manifest (a cell pasted twice or a missing separator makes a path far too "
+            "long); file names are limited to 255 bytes",
+        ) from exc
+
+
+def image_ref(path: str | os.PathLike[str], series_uid: str | None = None) -> ImageRef:
     """Classify an image path: a folder is a DICOM series, a ``.nii`` / ``.nii.gz`` file is NIfTI.
+
+    Parameters
+    ----------
+    path
+        A DICOM series folder or a NIfTI file.
+    series_uid
+        For a folder that holds several image series: the SeriesInstanceUID of the one to read.
 
     Raises
     ------
     InputError
-        The path does not exist, or is a file that is not NIfTI.
+        The path does not exist or cannot be used, is a file that is not NIfTI, or has a ``series_uid`` but is
+        not a DICOM folder.
     """
     p = Path(path)
-    if not p.exists():
+    uid = (series_uid or "").strip() or None
+    if not _exists(p, "image"):
         raise InputError(
             "image not found", path=p, fix="check the path to the DICOM series folder or NIfTI file"
         )
     if p.is_dir():
-        return ImageRef(p, "dicom")
+        return ImageRef(p, "dicom") if uid is None else SeriesRef(p, "dicom", uid)
+    if uid is not None:
+        raise InputError(
+            f"a series_uid ({uid}) was given for an image that is not a DICOM folder",
+            path=p,
+            field="series_uid",
+            fix="leave series_uid empty for NIfTI images (it picks one series of a DICOM folder)",
+        )
     if is_nifti_path(p):
         return ImageRef(p, "nifti")
     raise InputError(
@@ -83,7 +137,7 @@ def mask_ref(path: str | os.PathLike[str], roi: str | None) -> MaskRef:
     """
     p = Path(path)
     roi_name = (roi or "").strip() or None
-    if not p.exists():
+    if not _exists(p, "mask"):
         raise InputError("mask not found", path=p, fix="check the path to the RTSTRUCT or NIfTI mask file")
     if p.is_dir():
         raise InputError(
@@ -110,6 +164,30 @@ def mask_ref(path: str | os.PathLike[str], roi: str | None) -> MaskRef:
     return MaskRef(p, "rtstruct", roi_name)
 
 
+def _numbers(values: object) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in np.asarray(values, dtype=float).ravel()) + ")"
+
+
+def geometry_difference_text(reference: Volume, other: Volume, *, atol_mm: float = 1e-3) -> str | None:
+    """How ``other``'s grid differs from ``reference``'s, in plain numbers (mm), or ``None`` when they match.
+
+    The same test as :meth:`adaptrt.types.Volume.geometry_difference`, worded for messages to users:
+    ``"origin (-12.6, 3, 40) mm differs from (-12.5, 3, 40) mm"``.
+    """
+    if reference.geometry_difference(other, atol_mm=atol_mm) is None:
+        return None
+    if other.shape != reference.shape:
+        shape, ref = " x ".join(map(str, other.shape)), " x ".join(map(str, reference.shape))
+        return f"shape {shape} voxels (z, y, x) differs from {ref}"
+    for name in ("spacing", "origin"):
+        a, b = np.asarray(getattr(reference, name)), np.asarray(getattr(other, name))
+        if not np.allclose(a, b, atol=atol_mm, rtol=0.0):
+            return f"{name} {_numbers(b)} mm differs from {_numbers(a)} mm"
+    rows = "; ".join(_numbers(r) for r in other.direction)
+    ref_rows = "; ".join(_numbers(r) for r in reference.direction)
+    return f"direction (rows) {rows} differs from {ref_rows}"
+
+
 def _stamp(path: Path) -> _Stamp:
     """Modification time and size of a file, or of every file in a folder: changes when the data do."""
     if path.is_dir():
@@ -125,10 +203,10 @@ def _stamp(path: Path) -> _Stamp:
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
-def _series_cached(path: str, stamp: _Stamp) -> DicomSeries:
+def _series_cached(path: str, stamp: _Stamp, series_uid: str | None = None) -> DicomSeries:
     from .dicom import read_dicom_series
 
-    return read_dicom_series(path)
+    return read_dicom_series(path, series_uid=series_uid)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -137,10 +215,10 @@ def _nifti_cached(path: str, stamp: _Stamp) -> Volume:
     return read_nifti(path, kind="image", allow_nonfinite=True)
 
 
-def _read_series(path: Path) -> DicomSeries:
-    """The DICOM series in folder ``path`` (cached)."""
+def _read_series(path: Path, series_uid: str | None = None) -> DicomSeries:
+    """The DICOM series in folder ``path`` (the one of ``series_uid`` when given; cached)."""
     resolved = path.resolve()
-    return _series_cached(str(resolved), _stamp(resolved))
+    return _series_cached(str(resolved), _stamp(resolved), series_uid)
 
 
 def clear_cache() -> None:
@@ -154,7 +232,7 @@ def _image_volume(ref: ImageRef) -> Volume:
     if not ref.path.exists():
         raise InputError("image not found", path=ref.path, fix="check the path to the image")
     if ref.kind == "dicom":
-        return _read_series(ref.path).volume
+        return _read_series(ref.path, _series_uid_of(ref)).volume
     if ref.kind == "nifti":
         resolved = ref.path.resolve()
         return _nifti_cached(str(resolved), _stamp(resolved))
@@ -211,7 +289,7 @@ def load_mask(ref: MaskRef, image: ImageRef) -> Volume:
     if ref.kind == "nifti":
         mask = read_nifti(ref.path, kind="mask")
         grid = _image_volume(image)
-        diff = grid.geometry_difference(mask, atol_mm=1e-3)
+        diff = geometry_difference_text(grid, mask, atol_mm=1e-3)
         if diff is not None:
             raise InputError(
                 f"the mask's grid differs from its image {image.path}: {diff}",
@@ -232,7 +310,7 @@ def load_mask(ref: MaskRef, image: ImageRef) -> Volume:
             )
         from .rtstruct import read_rtstruct
 
-        mask = read_rtstruct(ref.path, ref.roi, _read_series(image.path))
+        mask = read_rtstruct(ref.path, ref.roi, _read_series(image.path, _series_uid_of(image)))
         if not mask.is_mask:
             mask = mask.with_array(mask.array != 0)
         return mask

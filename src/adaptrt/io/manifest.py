@@ -45,7 +45,7 @@ from ..cohort import (
 from ..errors import InputError
 from ..types import Volume
 from .atomic import atomic_file, check_writable
-from .loaders import image_ref, mask_ref
+from .loaders import _image_volume, geometry_difference_text, image_ref, mask_ref
 from .nifti import is_nifti_path, read_nifti
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "GBM_MASK_COLUMNS",
     "KNOWN_MAP_NAMES",
     "MANIFEST_COLUMNS",
+    "SERIES_UID_COLUMN",
     "CohortSummary",
     "GlioblastomaCohort",
     "GlioblastomaPatient",
@@ -62,6 +63,7 @@ __all__ = [
     "LesionSummary",
     "check_cohort",
     "check_glioblastoma_cohort",
+    "check_manifest",
     "load_glioblastoma_patient",
     "read_glioblastoma_manifest",
     "read_manifest",
@@ -73,6 +75,10 @@ __all__ = [
 #: of a manifest whose masks are all NIfTI; any further column is an optional clinical column.
 MANIFEST_COLUMNS: tuple[str, ...] = ("patient_id", "lesion_id", "timepoint", "image", "mask", "roi")
 _LESION_REQUIRED: tuple[str, ...] = MANIFEST_COLUMNS[:5]
+#: Optional column of the lesion manifest: the SeriesInstanceUID of the image series to read when the
+#: image's DICOM folder holds several series (empty: the folder's only image series).
+SERIES_UID_COLUMN = "series_uid"
+_NOT_CLINICAL = (*MANIFEST_COLUMNS, SERIES_UID_COLUMN)
 
 #: Mask columns of the glioblastoma manifest (co-registered NIfTI masks, one file each).
 GBM_MASK_COLUMNS: tuple[str, ...] = (
@@ -137,6 +143,21 @@ class _Problems:
         where = _where(row, column, what)
         text = " ".join(message.split("\n"))
         self.items.append(f"{where}: {text}" if where else text)
+
+    def add_rows(self, message: str, rows: Sequence[int], column: str, what: Sequence[str]) -> None:
+        """One problem shared by several rows (an image several lesions use): reported once."""
+        if len(rows) == 1:
+            self.add(message, rows[0] or None, column, what[0])
+            return
+        shown = ", ".join(str(r) for r in rows[:10]) + (
+            f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+        )
+        lines = ", ".join(str(r + 1) for r in rows[:10]) + (" …" if len(rows) > 10 else "")
+        text = " ".join(message.split("\n"))
+        self.items.append(
+            f"rows {shown} (lines {lines}), column {column!r} [{', '.join(what[:3])}"
+            f"{' …' if len(what) > 3 else ''}]: {text}"
+        )
 
     def __len__(self) -> int:
         return len(self.items)
@@ -294,6 +315,21 @@ def _fmt_range(values: Sequence[float], unit: str) -> str:
 
 
 # ============================================================================ lesion manifest
+def _near_miss(name: str) -> str | None:
+    """The known time point that ``name`` is a likely typo of (``follow-up``, ``MRI1``, ``fllowup``), or None."""
+    import difflib
+
+    known = _CANONICAL_ORDER
+    if name in known:
+        return None
+    squeezed = "".join(ch for ch in name.casefold() if ch.isalnum())
+    for k in known:
+        if squeezed == k or (squeezed in {"followup", "fu", "follow"} and k == FOLLOWUP_TIMEPOINT):
+            return k
+    close = difflib.get_close_matches(squeezed, known, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def read_manifest(path: str | os.PathLike[str]) -> Cohort:
     """Read and validate a lesion manifest (one row per lesion and time point).
 
@@ -321,11 +357,18 @@ def read_manifest(path: str | os.PathLike[str]) -> Cohort:
     """
     mpath = Path(path)
     problems = _Problems()
+    cohort = _read_lesion_manifest(mpath, problems)
+    problems.raise_if_any(mpath)
+    return cohort
+
+
+def _read_lesion_manifest(mpath: Path, problems: _Problems) -> Cohort:
+    """Read the rows, adding their problems to ``problems``; the cohort holds the lesions read whole."""
     csvf = _read_csv(mpath, problems)
     if _check_header(csvf, _LESION_REQUIRED, problems):
         problems.raise_if_any(mpath)
     base = mpath.resolve().parent
-    clinical_cols = [h for h in csvf.header if h and h not in MANIFEST_COLUMNS]
+    clinical_cols = [h for h in csvf.header if h and h not in _NOT_CLINICAL]
     if not csvf.rows:
         problems.add("the manifest has a header but no data rows")
 
@@ -344,17 +387,27 @@ def read_manifest(path: str | os.PathLike[str]) -> Cohort:
         pid, lid, tp = vals["patient_id"], vals["lesion_id"], vals["timepoint"]
         image: ImageRef | None = None
         mask: MaskRef | None = None
+        typo = _near_miss(tp) if tp else None
+        if typo is not None:
+            problems.add(
+                f"{tp!r} is not one of the known time points ({', '.join(_CANONICAL_ORDER)}); did you mean "
+                f"{typo!r}? (time-point names are case-sensitive; a lesion's response is measured from "
+                f"{FIRST_TIMEPOINT!r} to {FOLLOWUP_TIMEPOINT!r})",
+                row,
+                "timepoint",
+            )
         if vals["image"]:
             try:
-                image = image_ref(_resolve(vals["image"], base))
+                image = image_ref(_resolve(vals["image"], base), vals.get(SERIES_UID_COLUMN, ""))
             except InputError as exc:
-                problems.add(_error_text(exc), row, "image")
+                column = SERIES_UID_COLUMN if exc.field == SERIES_UID_COLUMN else "image"
+                problems.add(_error_text(exc, column), row, column)
         if vals["mask"]:
             try:
                 mask = mask_ref(_resolve(vals["mask"], base), vals.get("roi", ""))
             except InputError as exc:
                 problems.add(_error_text(exc, exc.field or "mask"), row, exc.field or "mask")
-        if not (pid and lid and tp):
+        if not (pid and lid and tp) or typo is not None:
             continue
         key = (pid, lid, tp)
         if key in seen:
@@ -388,13 +441,14 @@ def read_manifest(path: str | os.PathLike[str]) -> Cohort:
                 rows[0],
                 "timepoint",
             )
-    problems.raise_if_any(mpath)
 
     patients = []
     for pid, lids in patient_order.items():
         lesions = []
         for lid in lids:
-            tps = lesion_tps[(pid, lid)]
+            tps = lesion_tps.get((pid, lid), [])
+            if not any(t.name == FIRST_TIMEPOINT for t in tps):
+                continue  # its problems are listed; the files of the other lesions are still checked
             rank = {n: i for i, n in enumerate(_CANONICAL_ORDER)}
             ordered = sorted(enumerate(tps), key=lambda it: (rank.get(it[1].name, len(rank)), it[0]))
             lesions.append(
@@ -405,7 +459,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Cohort:
                     clinical=lesion_clinical.get((pid, lid), {}),
                 )
             )
-        patients.append(Patient(pid, tuple(lesions)))
+        if lesions:
+            patients.append(Patient(pid, tuple(lesions)))
     return Cohort(tuple(patients), source=mpath.resolve())
 
 
@@ -578,14 +633,49 @@ def check_cohort(cohort: Cohort, *, threshold: float = 0.2, progress: bool = Fal
     InputError
         Listing every problem found, each with its manifest row.
     """
+    problems = _Problems()
+    summary = _check_files(cohort, threshold, progress, problems)
+    problems.raise_if_any(cohort.source)
+    assert summary is not None  # without problems there is a summary
+    return summary
+
+
+def check_manifest(
+    path: str | os.PathLike[str], *, threshold: float = 0.2, progress: bool = False
+) -> CohortSummary:
+    """Read a lesion manifest and check every file it lists, reporting all problems of both together.
+
+    :func:`read_manifest` followed by :func:`check_cohort`, in one pass: the files of the rows that could be
+    read are loaded even when other rows have problems, so one run lists every row-level and file-level
+    problem (``adaptrt cohort check``).
+
+    Raises
+    ------
+    InputError
+        Listing every problem found, each with its manifest row.
+    """
+    mpath = Path(path)
+    problems = _Problems()
+    cohort = _read_lesion_manifest(mpath, problems)
+    summary = _check_files(cohort, threshold, progress, problems)
+    problems.raise_if_any(mpath)
+    assert summary is not None  # without problems there is a summary
+    return summary
+
+
+def _check_files(
+    cohort: Cohort, threshold: float, progress: bool, problems: _Problems
+) -> CohortSummary | None:
+    """:func:`check_cohort`'s work, adding the problems to ``problems``; the summary, or None with problems."""
     if not 0.0 < threshold < 1.0:
         raise InputError(
             f"threshold must be in (0, 1), got {threshold}",
             field="threshold",
             fix="give a fraction such as 0.2",
         )
-    problems = _Problems()
     volumes: dict[str, dict[str, float]] = {}
+    # an image that fails is reported once, with every row that uses it
+    image_failures: dict[str, tuple[list[int], list[str]]] = {}
     grids: dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] = {}
     counts: dict[str, int] = {}
     scans = [(les, tp) for les in cohort.lesions for tp in les.timepoints.values()]
@@ -593,9 +683,18 @@ def check_cohort(cohort: Cohort, *, threshold: float = 0.2, progress: bool = Fal
         what = f"{les.key} {tp.name}"
         image: Volume | None = None
         try:
+            readable = _image_volume(tp.image)
+        except InputError as exc:
+            # the mask is read on the image's grid, so it would only repeat the image's problem
+            rows, whats = image_failures.setdefault(_error_text(exc), ([], []))
+            rows.append(tp.row)
+            whats.append(what)
+            continue
+        try:
             image = tp.load_image()
         except InputError as exc:
             problems.add(_error_text(exc), tp.row or None, "image", what)
+            image = readable
         try:
             mask = tp.load_mask()
         except InputError as exc:
@@ -617,7 +716,10 @@ def check_cohort(cohort: Cohort, *, threshold: float = 0.2, progress: bool = Fal
             # the mri1 grid; a cohort built in code without mri1 falls back to its first time point
             ref = image if image is not None else mask
             grids[les.key] = (ref.shape, ref.spacing)
-    problems.raise_if_any(cohort.source)
+    for text, (rows, whats) in image_failures.items():
+        problems.add_rows(text, rows, "image", whats)
+    if len(problems):
+        return None
 
     summaries = []
     for les in cohort.lesions:
@@ -873,7 +975,7 @@ def _load_gbm(
         for col, vol in everything:
             if col == ref_col:
                 continue
-            diff = ref.geometry_difference(vol, atol_mm=1e-3)
+            diff = geometry_difference_text(ref, vol, atol_mm=1e-3)
             if diff is not None:
                 problems.add(
                     f"{files[col]} is not on the grid of {ref_col!r} ({files[ref_col]}): {diff}; "

@@ -15,6 +15,7 @@ with neither (both codes 0) has no defined position in the patient and is refuse
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 from pathlib import Path
@@ -28,6 +29,7 @@ from numpy.typing import NDArray
 from ..errors import InputError
 from ..types import Volume
 from .atomic import atomic_file, check_writable
+from .memory import format_bytes, physical_memory_bytes
 
 __all__ = ["NIFTI_SUFFIXES", "is_nifti_path", "read_nifti", "write_nifti"]
 
@@ -60,6 +62,33 @@ def _describe_values(values: NDArray[Any], limit: int = 5) -> str:
     shown = ", ".join(f"{v:g}" for v in values[:limit].tolist())
     more = f", … ({values.size} distinct values)" if values.size > limit else ""
     return shown + more
+
+
+def _check_size(p: Path, img: Any, shape: tuple[int, ...]) -> None:
+    """Refuse, before reading the data, a header whose size the file or the memory cannot hold."""
+    n_voxels = math.prod(shape)
+    stored = n_voxels * int(np.dtype(img.get_data_dtype()).itemsize)
+    dims = " x ".join(str(n) for n in shape)
+    if not str(p).lower().endswith(".gz"):
+        offset = int(img.header.get("vox_offset", 352) or 352)
+        if offset + stored > p.stat().st_size:
+            raise InputError(
+                f"the header claims {dims} voxels ({format_bytes(stored)} of data) but the file holds only "
+                f"{format_bytes(p.stat().st_size)}: it is truncated or its header is damaged",
+                path=p,
+                field="dim",
+                fix="copy or export the image again",
+            )
+    memory = physical_memory_bytes()
+    needed = 4 * n_voxels  # read as float32 (or bool) at least
+    if memory and needed > memory // 2:
+        raise InputError(
+            f"the header claims {dims} voxels, which need {format_bytes(needed)} of memory to read, more than "
+            f"half of this machine's {format_bytes(memory)}",
+            path=p,
+            field="dim",
+            fix="check the file (a damaged header?) or crop/resample the image before using it",
+        )
 
 
 def read_nifti(
@@ -120,6 +149,7 @@ def read_nifti(
             field="dim",
             fix="save one 3-D volume per file (split 4-D series, e.g. with fslsplit or nibabel)",
         )
+    _check_size(p, img, shape)
 
     sform, scode = header.get_sform(coded=True)
     qform, qcode = header.get_qform(coded=True)

@@ -3,7 +3,11 @@
 Reading rasterises the ROI's ``CLOSED_PLANAR`` contours slice by slice: each contour's points (LPS mm) are
 mapped to continuous array indices of the image series, must lie on one of its slice planes, and are filled
 at the pixel centres; several contours on one slice combine with the even-odd rule, so a contour inside
-another one is a hole.
+another one is a hole. A pixel whose centre lies on a contour edge (within :data:`ON_EDGE_TOLERANCE` of a
+pixel) is inside: many mask-to-contour converters (rt-utils, OpenCV ``findContours``, AI segmentation
+exports) trace the centres of the boundary pixels, often with float32 noise, and a half-open fill would drop
+those pixels on one side or the other. Freehand contours are unaffected (their edges pass through pixel
+centres only by chance, and then within the tolerance).
 
 Writing traces every slice of each boolean mask with marching squares at level 0.5 on the zero-padded
 slice. The traced boundary runs half-way between inside and outside pixel centres, so reading the file
@@ -12,10 +16,12 @@ back with the even-odd rule gives the same mask, holes included.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import os
 import re
+import struct
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -26,6 +32,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from numpy.typing import NDArray
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
@@ -42,6 +49,7 @@ from .atomic import atomic_file, check_writable
 from .dicom import DicomSeries, make_uid
 
 __all__ = [
+    "ON_EDGE_TOLERANCE",
     "ROI_PALETTE",
     "RT_STRUCTURE_SET_STORAGE",
     "Roi",
@@ -73,6 +81,10 @@ ROI_PALETTE: tuple[tuple[int, int, int], ...] = (
 
 # A contour whose points are further than this (in slices) from a slice plane is not on this series' grid.
 _SLICE_TOL = 0.25
+#: A pixel whose centre is within this distance (in pixels) of a contour edge is inside the ROI. Float32 noise
+#: of pixel-centre contours is ~1e-6 pixel; the extra area given to a freehand contour is about
+#: ``perimeter x tolerance`` (0.04 % of a disc of radius 10 pixels).
+ON_EDGE_TOLERANCE = 2e-3
 # Explicit VR DS elements have a 2-byte length.
 _MAX_DS_ELEMENT_BYTES = 65534
 _DS_MAX_CHARS = 16
@@ -173,6 +185,156 @@ class Roi:
 
 
 # ---------------------------------------------------------------------------------------------- reading
+_LONG_LENGTH_VRS = frozenset(
+    {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+)
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+
+
+class _Truncated(Exception):
+    """The encoded dataset ends before an element, item or sequence that it declares."""
+
+
+class _Walker:
+    """Walk the encoding of a DICOM file, checking that every declared length and delimiter is there.
+
+    pydicom stops quietly when a file ends at an element boundary inside a sequence, which turns an
+    incomplete copy into a structure set with fewer contours; this walk finds such files.
+    """
+
+    def __init__(self, data: bytes, *, explicit: bool, little: bool) -> None:
+        self.data = data
+        self.explicit = explicit
+        self.order = "<" if little else ">"
+
+    def _unpack(self, fmt: str, pos: int, end: int) -> tuple[int, ...]:
+        size = struct.calcsize(self.order + fmt)
+        if pos + size > end:
+            raise _Truncated(pos)
+        return struct.unpack_from(self.order + fmt, self.data, pos)
+
+    def dataset(self, pos: int, end: int, *, until_item_end: bool) -> int:
+        """Walk elements from ``pos`` to ``end`` (or to an item delimiter); return the position after."""
+        while pos < end or until_item_end:
+            group, element = self._unpack("HH", pos, end)
+            tag = (group << 16) | element
+            if tag == _ITEM_END:
+                return pos + 8
+            vr = b""
+            if self.explicit and group != 0xFFFE:
+                vr = self.data[pos + 4 : pos + 6]
+                if vr in _LONG_LENGTH_VRS:
+                    (length,) = self._unpack("L", pos + 8, end)
+                    pos += 12
+                else:
+                    (length,) = self._unpack("H", pos + 6, end)
+                    pos += 8
+            else:
+                (length,) = self._unpack("L", pos + 4, end)
+                pos += 8
+            is_sequence = vr == b"SQ" or (not vr and _dictionary_vr(tag) == "SQ")
+            if length == _UNDEFINED:
+                pos = self.items(pos, end, defined=False)
+            elif is_sequence:
+                if pos + length > end:
+                    raise _Truncated(pos)
+                self.items(pos, pos + length, defined=True)
+                pos += length
+            else:
+                if pos + length > end:
+                    raise _Truncated(pos)
+                pos += length
+        return pos
+
+    def items(self, pos: int, end: int, *, defined: bool) -> int:
+        """Walk sequence items (or encapsulated fragments) from ``pos``; return the position after."""
+        while pos < end or not defined:
+            group, element = self._unpack("HH", pos, end)
+            (length,) = self._unpack("L", pos + 4, end)
+            tag = (group << 16) | element
+            pos += 8
+            if tag == _SEQUENCE_END:
+                return pos
+            if tag != _ITEM:
+                raise _Truncated(pos)
+            if length == _UNDEFINED:
+                pos = self.dataset(pos, end, until_item_end=True)
+            else:
+                if pos + length > end:
+                    raise _Truncated(pos)
+                first = self.data[pos : pos + 2]
+                # an item of a sequence holds a dataset; a fragment of encapsulated data does not
+                if length >= 8 and first != b"\xff\xd8":
+                    with contextlib.suppress(_Truncated):
+                        self.dataset(pos, pos + length, until_item_end=False)
+                pos += length
+        return pos
+
+
+def _dictionary_vr(tag: int) -> str:
+    try:
+        return str(dictionary_VR(tag))
+    except KeyError:
+        return ""
+
+
+def _truncated_at(path: Path, ds: Dataset) -> int | None:
+    """The byte offset at which ``path`` ends too early, or ``None`` when its encoding is complete."""
+    syntax = str(getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID", "") or "")
+    if syntax == "1.2.840.10008.1.2.1.99":  # deflated: the compressed stream cannot be walked cheaply
+        return None
+    data = path.read_bytes()
+    if data[128:132] != b"DICM" or not syntax:
+        return None  # no file meta: the encoding is a guess, so only pydicom's own checks apply
+    try:
+        pos = 132
+        meta = _Walker(data, explicit=True, little=True)  # the file meta group: explicit VR little endian
+        while pos + 4 <= len(data) and struct.unpack_from("<H", data, pos)[0] == 0x0002:
+            pos = meta.dataset(pos, pos + 8 + _meta_element_length(data, pos), until_item_end=False)
+        walker = _Walker(
+            data,
+            explicit=syntax not in ("", "1.2.840.10008.1.2"),
+            little=syntax != "1.2.840.10008.1.2.2",
+        )
+        walker.dataset(pos, len(data), until_item_end=False)
+    except _Truncated as exc:
+        return int(exc.args[0])
+    except struct.error:
+        return len(data)
+    return None
+
+
+def _meta_element_length(data: bytes, pos: int) -> int:
+    """Bytes after the 8-byte header of the file meta element at ``pos`` (explicit VR little endian)."""
+    if pos + 12 > len(data):
+        raise _Truncated(pos)
+    if data[pos + 4 : pos + 6] in _LONG_LENGTH_VRS:
+        return 4 + int(struct.unpack_from("<L", data, pos + 8)[0])
+    return int(struct.unpack_from("<H", data, pos + 6)[0])
+
+
+def _check_complete(path: Path, ds: Dataset) -> None:
+    offset = _truncated_at(path, ds)
+    size = path.stat().st_size
+    problem = None
+    if offset is not None:
+        problem = (
+            f"is incomplete: the data that starts at byte {offset} runs past the end of the file ({size} bytes), "
+            "so contours are missing (an interrupted copy or download?)"
+        )
+    elif "StructureSetROISequence" in ds and "ROIContourSequence" not in ds:
+        # ends at an element boundary after the ROI list: complete structure sets always hold the contours
+        problem = (
+            f"is incomplete: it ends ({size} bytes) before its ROIContourSequence, so the contours are missing "
+            "(an interrupted copy or download?)"
+        )
+    if problem is not None:
+        raise InputError(
+            problem, path=path, fix="copy or export the structure set again and check that the copy finished"
+        )
+
+
 def _load(path: str | os.PathLike[str]) -> tuple[Path, Dataset]:
     """Read ``path`` and check that it is an RT Structure Set."""
     p = Path(path)
@@ -211,6 +373,7 @@ def _load(path: str | os.PathLike[str]) -> tuple[Path, Dataset]:
             path=p,
             fix="give the path of an RT Structure Set (RTSTRUCT) DICOM file",
         )
+    _check_complete(p, ds)
     _check_is_rtstruct(ds, p)
     return p, ds
 
@@ -392,6 +555,56 @@ def _scanline_crossings(
     return rows * (nx + 1) + cols
 
 
+def _on_edge_major(
+    a0: NDArray[np.float64], b0: NDArray[np.float64], a1: NDArray[np.float64], b1: NDArray[np.float64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Integer points ``(a, b)`` within :data:`ON_EDGE_TOLERANCE` of segments whose major axis is ``a``.
+
+    For every integer ``a`` along a segment (``|db| <= |da|``) only the nearest integer ``b`` can lie within
+    the tolerance (< 0.35 pixel), so one candidate per column is tested with the exact point-segment distance.
+    """
+    tol = ON_EDGE_TOLERANCE
+    first = np.ceil(np.minimum(a0, a1) - tol).astype(np.int64)
+    stop = np.floor(np.maximum(a0, a1) + tol).astype(np.int64) + 1
+    count = np.maximum(stop - first, 0)
+    seg = np.repeat(np.arange(len(a0)), count)
+    if seg.size == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    a = first[seg] + (np.arange(seg.size) - np.repeat(np.cumsum(count) - count, count))
+    da, db = a1[seg] - a0[seg], b1[seg] - b0[seg]
+    length2 = da * da + db * db
+    safe = np.where(length2 > 0, length2, 1.0)
+    # where the segment passes the integer a (|da| >= |db|, so da is 0 only for a zero-length segment)
+    along = np.where(da != 0, (a - a0[seg]) / np.where(da != 0, da, 1.0), 0.0)
+    b = np.rint(b0[seg] + np.clip(along, 0.0, 1.0) * db)
+    # exact distance of (a, b) to the segment
+    t = np.where(length2 > 0, ((a - a0[seg]) * da + (b - b0[seg]) * db) / safe, 0.0)
+    t = np.clip(t, 0.0, 1.0)
+    dist = np.hypot(a - (a0[seg] + t * da), b - (b0[seg] + t * db))
+    keep = dist <= tol
+    return a[keep], b[keep].astype(np.int64)
+
+
+def _on_edge_pixels(
+    rows_of_points: NDArray[np.float64], cols_of_points: NDArray[np.float64], ny: int, nx: int
+) -> NDArray[np.int64]:
+    """Pixels whose centre lies on a closed polygon's edges: flat indices into a ``(ny, nx)`` slice.
+
+    A polygon of one or two points (a contour traced around a one- or two-pixel island) marks the pixels
+    on its points and segment.
+    """
+    y0, x0 = rows_of_points, cols_of_points
+    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    flat = np.abs(x1 - x0) >= np.abs(y1 - y0)
+    cols_a, rows_a = _on_edge_major(x0[flat], y0[flat], x1[flat], y1[flat])
+    rows_b, cols_b = _on_edge_major(y0[~flat], x0[~flat], y1[~flat], x1[~flat])
+    rows = np.concatenate([rows_a, rows_b])
+    cols = np.concatenate([cols_a, cols_b])
+    inside = (rows >= 0) & (rows < ny) & (cols >= 0) & (cols < nx)
+    return np.asarray(rows[inside] * nx + cols[inside], dtype=np.int64)
+
+
 def _rasterise(
     contours: Sequence[tuple[int, NDArray[np.float64]]], volume: Volume, roi: _RoiEntry, path: Path
 ) -> NDArray[np.bool_]:
@@ -399,12 +612,14 @@ def _rasterise(
 
     A scanline fill at the pixel centres: every crossing of a contour with a row toggles inside/outside
     for the pixels right of it. Pooling the crossings of all contours on a slice before taking the parity
-    is the even-odd rule across contours, so a contour inside another one cuts a hole. Points outside the
-    slice are clipped.
+    is the even-odd rule across contours, so a contour inside another one cuts a hole. Pixels whose centre
+    lies on an edge of any contour (within :data:`ON_EDGE_TOLERANCE`) are then added: the half-open fill
+    alone would count them on one side of a contour only. Points outside the slice are clipped.
     """
     nz, ny, nx = volume.shape
     mask = np.zeros((nz, ny, nx), dtype=bool)
     crossings: dict[int, list[NDArray[np.int64]]] = {}
+    on_edge: dict[int, list[NDArray[np.int64]]] = {}
     outside = 0
     for pos, points in contours:
         index = volume.world_to_index(points)
@@ -423,10 +638,14 @@ def _rasterise(
         if not 0 <= plane < nz:
             outside += 1
             continue
-        crossings.setdefault(plane, []).append(_scanline_crossings(index[:, 1], index[:, 2], ny, nx))
+        if len(points) >= 3:
+            crossings.setdefault(plane, []).append(_scanline_crossings(index[:, 1], index[:, 2], ny, nx))
+        on_edge.setdefault(plane, []).append(_on_edge_pixels(index[:, 1], index[:, 2], ny, nx))
     for plane, parts in crossings.items():
         toggles = np.bincount(np.concatenate(parts), minlength=ny * (nx + 1)).reshape(ny, nx + 1)
         mask[plane] = (np.cumsum(toggles[:, :nx], axis=1) % 2).astype(bool)
+    for plane, parts in on_edge.items():
+        mask[plane].reshape(-1)[np.concatenate(parts)] = True
     if outside:
         warnings.warn(
             f"{path}: {outside} contour(s) of ROI {roi.name!r} lie on slices outside the image series "
@@ -463,8 +682,14 @@ def read_rtstruct(path: str | os.PathLike[str], roi_name: str, series: DicomSeri
     Warns
     -----
     UserWarning
-        For POINT / OPEN_PLANAR / OPEN_NONPLANAR contours and contours of fewer than three points (ignored)
-        and for contours on slices outside the series (ignored). Points outside a slice are clipped.
+        For POINT / OPEN_PLANAR / OPEN_NONPLANAR contours and contours without points (ignored) and for
+        contours on slices outside the series (ignored). Points outside a slice are clipped.
+
+    Notes
+    -----
+    Pixel centres on a contour edge (within :data:`ON_EDGE_TOLERANCE` pixel) are inside, so contours
+    traced through the centres of the boundary pixels (rt-utils, OpenCV) read back as the traced mask; a
+    ``CLOSED_PLANAR`` contour of one or two points marks the pixel(s) it passes through.
     """
     p, ds = _load(path)
     roi = _find_roi(_roi_entries(ds, p), roi_name, p)
@@ -491,9 +716,11 @@ def read_rtstruct(path: str | os.PathLike[str], roi_name: str, series: DicomSeri
                 skipped[kind or "no ContourGeometricType"] += 1
                 continue
             points = _contour_points(item, pos, roi, p)
-            if len(points) < 3:
-                skipped["CLOSED_PLANAR with fewer than 3 points"] += 1
+            if len(points) == 0:
+                skipped["CLOSED_PLANAR without points"] += 1
                 continue
+            # one or two points: a contour traced through the centre(s) of a one- or two-pixel island,
+            # which marks those pixels (see _on_edge_pixels)
             contours.append((pos, points))
     if skipped:
         what = ", ".join(f"{n} {kind}" for kind, n in sorted(skipped.items()))

@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import to_jsonable
-from ..io.atomic import atomic_dir, check_writable
+from ..io.atomic import atomic_dir, check_output_writable
 from .html import Report
 
 __all__ = ["RunFolder", "command_line", "write_csv_rows"]
@@ -102,7 +102,7 @@ class RunFolder:
         overwrite: bool = False,
         started: _dt.datetime | None = None,
     ) -> None:
-        self.path = check_writable(path, overwrite=overwrite)
+        self.path = check_output_writable(path, overwrite=overwrite)
         self.command = command
         self.config = config
         self.seed = seed

@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from ..io.memory import format_bytes, physical_memory_bytes
 from ..seeding import SeedLike, as_generator
 
 __all__ = ["DigitPairs", "zero_digit_pairs"]
@@ -80,6 +81,14 @@ def zero_digit_pairs(
         raise ValueError(f"n must be an int >= 1, got {n}")
     if not (isinstance(size, int) and size >= 8):
         raise ValueError(f"size must be an int >= 8, got {size}")
+    # pre, post, drift and a working copy, float32: refused before allocating when it cannot fit
+    needed = 4 * 4 * n * size * size
+    memory = physical_memory_bytes()
+    if memory and needed > memory // 2:
+        raise ValueError(
+            f"n = {n} pairs of size = {size} pixels need about {format_bytes(needed)} of memory, more than half "
+            f"of this machine's {format_bytes(memory)}; use a smaller --size or --n"
+        )
     lo, hi = scale_range
     if not (0 < lo <= hi):
         raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")

@@ -770,8 +770,8 @@ def _place(
     spacing: tuple[float, float, float],
     rng: np.random.Generator,
     patient_id: str,
-) -> tuple[int, int, int]:
-    """Random crop position whose reserve region lies in allowed brain, free of other lesions."""
+) -> tuple[int, int, int] | None:
+    """Random crop position whose reserve region lies in allowed brain, free of other lesions (or None)."""
     shape = anatomy.brain.shape
     half = np.array(plan.crop_shape) // 2
     nz = np.argwhere(reserve)
@@ -810,9 +810,132 @@ def _place(
         start = fits(np.array(np.unravel_index(int(idx), shape)))
         if start is not None:
             return start
+    return None
+
+
+#: Redraws when a lesion does not fit: the positions of the patient's lesions placed so far (all again, in
+#: the same order), then the failing lesion's shape (orientation, axes ratios, irregularity; same volume).
+_POSITION_REDRAWS = 6
+_SHAPE_REDRAWS = 8
+
+
+@dataclass
+class _Placement:
+    """A lesion ready to place: its plan, its reserve region (crop) and its GTV at mri1 (crop)."""
+
+    plan: _LesionPlan
+    reserve: NDArray[np.bool_]
+    gtv: NDArray[np.bool_]
+
+
+def _new_placement(
+    vol: float,
+    sp: NDArray[np.float64],
+    cfg: MetastasisConfig,
+    fates: Any,
+    i: int,
+    gen: np.random.Generator,
+) -> _Placement:
+    """Draw lesion ``i``'s shape and time course (one lesion's draws, in the simulator's order)."""
+    level, t, n_vox, crop_shape, r_eq = _plan_shape(vol, sp, gen)
+    p_lo, p_hi = cfg.mri2_progress
+    progress = float(gen.uniform(p_lo, p_hi))
+    pseudo = bool(gen.random() < cfg.pseudo_progression)
+    swell = (float(gen.uniform(1.1, 1.3)) if pseudo else 1.0) * math.exp(
+        cfg.mri2_noise * float(gen.standard_normal())
+    )
+    plan = _LesionPlan(
+        volume_mm3=vol,
+        f=float(fates.f[i]),
+        s=float(fates.s[i]),
+        g=float(fates.g[i]),
+        progress=progress,
+        swell=swell,
+        pseudo=pseudo,
+        level=level,
+        t=t,
+        n_vox=n_vox,
+        crop_shape=crop_shape,
+        r_eq=r_eq,
+    )
+    gtv = _take_lowest(level.astype(np.float64), np.ones(level.shape, dtype=bool), n_vox)
+    reserve = level <= _reserve_factor(r_eq) * t
+    return _Placement(plan, reserve, gtv)
+
+
+def _occupy(occupied: NDArray[np.bool_], item: _Placement) -> None:
+    assert item.plan.placed_at is not None
+    sl_img, sl_crop = _slices(item.plan.placed_at, item.plan.crop_shape, occupied.shape)
+    occupied[sl_img] |= item.reserve[sl_crop]
+
+
+def _place_next(
+    placed: list[_Placement],
+    item: _Placement,
+    anatomy: _Anatomy,
+    occupied: NDArray[np.bool_],
+    spacing: tuple[float, float, float],
+    rng: np.random.Generator,
+) -> bool:
+    """Place ``item`` beside the lesions ``placed`` (updating ``occupied`` and positions); False if it fails.
+
+    First a position among the placed lesions; then (when there are any), :data:`_POSITION_REDRAWS` times, new
+    positions for all of them (in the same order, largest first) and then this one. Every draw comes from
+    ``rng``, so the result is a function of the patient's generator.
+    """
+    start = _place(item.plan, item.reserve, anatomy, occupied, spacing, rng, "")
+    if start is not None:
+        item.plan.placed_at = start
+        _occupy(occupied, item)
+        return True
+    # alone in the brain, _place has already searched everywhere: only a new shape can help
+    for _ in range(_POSITION_REDRAWS if placed else 0):
+        trial = np.zeros_like(occupied)
+        starts = []
+        for other in [*placed, item]:
+            s = _place(other.plan, other.reserve, anatomy, trial, spacing, rng, "")
+            if s is None:
+                break
+            starts.append(s)
+            sl_img, sl_crop = _slices(s, other.plan.crop_shape, trial.shape)
+            trial[sl_img] |= other.reserve[sl_crop]
+        else:
+            for other, s in zip([*placed, item], starts, strict=True):
+                other.plan.placed_at = s
+            occupied[...] = trial
+            return True
+    return False
+
+
+def _place_lesion(
+    placed: list[_Placement],
+    item: _Placement,
+    redraw: Any,
+    anatomy: _Anatomy,
+    occupied: NDArray[np.bool_],
+    spacing: tuple[float, float, float],
+    rng: np.random.Generator,
+    patient_id: str,
+) -> _Placement:
+    """Place ``item``, redrawing positions and then its shape (``redraw()``) until it fits.
+
+    Raises :class:`InputError` only when the lesion does not fit even alone in the patient's brain with any of
+    the redrawn shapes: a parameter that cannot be met (a volume too large for the field of view).
+    """
+    for attempt in range(_SHAPE_REDRAWS + 1):
+        if attempt:
+            item = redraw()
+        if _place_next(placed, item, anatomy, occupied, spacing, rng):
+            return item
+    alone = _place(item.plan, item.reserve, anatomy, np.zeros_like(occupied), spacing, rng, "")
+    why = (
+        "without touching the other lesions, after redrawing their positions and its shape"
+        if alone is not None
+        else "even with no other lesion (its growth margin does not fit in one hemisphere)"
+    )
     raise InputError(
-        f"patient {patient_id}: could not place a lesion of {plan.volume_mm3:.0f} mm³ inside the brain "
-        "without touching another lesion",
+        f"patient {patient_id}: could not place a lesion of {item.plan.volume_mm3:.0f} mm³ inside the brain "
+        f"{why}",
         field="volume_range_mm3",
         fix="enlarge fov, lower the largest volume in volume_range_mm3, or use fewer lesions per patient",
     )
@@ -871,40 +994,27 @@ def simulate_patient(
 
     occupied = np.zeros(shape, dtype=bool)
     placed: list[tuple[_LesionPlan, dict[str, tuple[NDArray[np.bool_], NDArray[np.bool_]]], int, bool]] = []
+    positioned: list[_Placement] = []
     for i in order:
         vol = float(np.exp(fates.log_volume[i]))
-        level, t, n_vox, crop_shape, r_eq = _plan_shape(vol, sp, gen)
-        p_lo, p_hi = cfg.mri2_progress
-        progress = float(gen.uniform(p_lo, p_hi))
-        pseudo = bool(gen.random() < cfg.pseudo_progression)
-        swell = (float(gen.uniform(1.1, 1.3)) if pseudo else 1.0) * math.exp(
-            cfg.mri2_noise * float(gen.standard_normal())
+        item = _new_placement(vol, sp, cfg, fates, int(i), gen)
+        # a lesion that does not fit is redrawn (positions, then its shape) from this patient's generator
+        item = _place_lesion(
+            positioned,
+            item,
+            lambda vol=vol, i=i: _new_placement(vol, sp, cfg, fates, int(i), gen),
+            anatomy,
+            occupied,
+            cfg.spacing_mm,
+            gen,
+            pid,
         )
-        plan = _LesionPlan(
-            volume_mm3=vol,
-            f=float(fates.f[i]),
-            s=float(fates.s[i]),
-            g=float(fates.g[i]),
-            progress=progress,
-            swell=swell,
-            pseudo=pseudo,
-            level=level,
-            t=t,
-            n_vox=n_vox,
-            crop_shape=crop_shape,
-            r_eq=r_eq,
-        )
-        gtv = _take_lowest(level.astype(np.float64), np.ones(level.shape, dtype=bool), n_vox)
-        reserve = level <= _reserve_factor(r_eq) * t
-        start = _place(plan, reserve, anatomy, occupied, cfg.spacing_mm, gen, pid)
-        plan.placed_at = start
-        sl_img, sl_crop = _slices(start, crop_shape, shape)
+        positioned.append(item)
+        plan, gtv = item.plan, item.gtv
         # growth may not leave the allowed brain (the reserve was checked to lie inside it)
-        reserve_c = reserve.copy()
-        occupied[sl_img] |= reserve_c[sl_crop]
-        resistant, k = _resistant_region(gtv, plan.f, r_eq, sp, gen)
-        masks = _evolve(plan, gtv, resistant, reserve_c, sp, gen)
-        necrotic = bool(r_eq > 6.0 and gen.random() < min(1.0, (r_eq - 6.0) / 6.0))
+        resistant, k = _resistant_region(gtv, plan.f, plan.r_eq, sp, gen)
+        masks = _evolve(plan, gtv, resistant, item.reserve, sp, gen)
+        necrotic = bool(plan.r_eq > 6.0 and gen.random() < min(1.0, (plan.r_eq - 6.0) / 6.0))
         placed.append((plan, masks, k, necrotic))
 
     images, clean = _render(cfg, anatomy, placed, gen)
