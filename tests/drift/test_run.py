@@ -1,0 +1,113 @@
+"""The drift study end to end through the CLI: run on the toy and on a tiny simulated cohort, predict, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from adaptrt.cli import main
+from adaptrt.drift.study import drift_config, lesion_folds
+from adaptrt.simulate.metastases import MetastasisConfig, write_metastasis_cohort
+
+SMALL = MetastasisConfig(
+    n_patients=4, n_lesions=6, fov=(32, 112, 112), volume_range_mm3=(300.0, 1500.0), responder_share=0.5
+)
+FAST = ["--iterations", "3", "--folds", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_metastasis_cohort(tmp_path_factory.mktemp("met") / "c", config=SMALL, seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("drift") / "run"
+    assert main(["drift", "run", "--manifest", str(cohort), "--out", str(out), "--size", "16", *FAST]) == 0
+    return out
+
+
+def test_run_writes_tables_figures_models(run: Path) -> None:
+    rows = list(csv.DictReader((run / "results" / "drift_lesions.csv").open()))
+    models = {r["model"] for r in rows}
+    assert models == {"no_change", "mean_drift", "method1", "method2", "decoupled", "regression"}
+    # every lesion evaluated once per model, on held-out folds only
+    assert len(rows) == 6 * len(models)
+    table = list(csv.DictReader((run / "results" / "drift_table.csv").open()))
+    assert [t["model"] for t in table][:2] == ["no_change", "mean_drift"]
+    for fig in ("drift_examples", "drift_loss_curves", "drift_trajectories", "drift_augmentation_noise"):
+        assert (run / "figures" / f"{fig}.png").is_file()
+    man = json.loads((run / "models" / "manifest.json").read_text())
+    assert {m["name"] for m in man["models"]} == {"method1", "method2"}
+    html = (run / "report.html").read_text()
+    assert "baseline" in html and "chance" in html
+
+
+def test_no_change_baseline_scores_are_exact(run: Path) -> None:
+    rows = [
+        r for r in csv.DictReader((run / "results" / "drift_lesions.csv").open()) if r["model"] == "no_change"
+    ]
+    # post = pre: its drift MAE is the mean |true drift|, its predicted area ratio is 1 (nothing changes)
+    assert all(float(r["drift_mae"]) >= 0 for r in rows)
+    assert all(float(r["area_ratio_pred"]) == pytest.approx(1.0, abs=0.35) for r in rows)
+
+
+def test_predict_writes_nifti_on_the_first_mri_grid(run: Path, cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    assert (
+        main(["drift", "predict", "--run", str(run), "--manifest", str(cohort), "--out", str(out), "--quiet"])
+        == 0
+    )
+    rows = list(csv.DictReader((out / "results" / "predictions.csv").open()))
+    assert len(rows) == 6
+    drift = nib.load(out / rows[0]["predicted_drift"])
+    data = np.asarray(drift.dataobj)
+    assert np.isfinite(data).any() and np.isnan(data).any()  # predicted inside the box, NaN elsewhere
+
+
+def test_toy_runs(tmp_path: Path) -> None:
+    out = tmp_path / "toy"
+    args = ["drift", "run", "--toy", "--out", str(out), "--variants", "method1,method2", *FAST]
+    assert main(args) == 0
+    assert "zero-digit" in (out / "report.html").read_text()
+
+
+def test_bad_input_is_exit_2_and_writes_nothing(run: Path, cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x"
+    assert main(["drift", "run", "--out", str(out), "--quiet"]) == 2  # no manifest
+    assert main(["drift", "run", "--toy", "--out", str(out), "--variants", "method9", "--quiet"]) == 2
+    assert main(["drift", "run", "--toy", "--out", str(out), "--seed", "-1", "--quiet"]) == 2
+    assert (
+        main(["drift", "run", "--manifest", str(cohort), "--out", str(out), "--folds", "9", "--quiet"]) == 2
+    )
+    bad = ["drift", "predict", "--run", str(run), "--manifest", str(cohort), "--out", str(out)]
+    assert main([*bad, "--model", "nope", "--quiet"]) == 2
+    assert (
+        main(["drift", "predict", "--run", str(tmp_path), "--manifest", str(cohort), "--out", str(out)]) == 2
+    )
+    assert not out.exists()
+    # an existing output folder is refused before any work
+    assert main(["drift", "run", "--toy", "--out", str(run), "--quiet"]) == 2
+
+
+def test_folds_are_grouped_by_patient() -> None:
+    groups = np.array(["a", "a", "b", "c", "c", "d", "e", "e", "f"])
+    labels = np.array([1, 0, 1, 0, 1, None, 0, 1, 0], dtype=object)
+    folds = lesion_folds(groups, labels, 3, seed=0)
+    seen = np.concatenate([te for _, te in folds])
+    assert sorted(seen.tolist()) == list(range(9))
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+
+
+def test_profiles() -> None:
+    q, p = drift_config("quick"), drift_config("paper")
+    assert p.model.iterations == 5000 and p.model.batch_size == 64 and p.model.lr == 1e-4 and p.size == 64
+    assert p.model.T == 21 and p.folds == 5 and q.model.iterations < p.model.iterations
+    with pytest.raises(ValueError, match="folds"):
+        drift_config("quick", folds=1)
