@@ -6,7 +6,9 @@ Usage::
 
 Writes the cohort (NIfTI + manifest + truth) to a temporary folder unless ``--out`` is given, and prints e.g.
 ``glioblastoma: 30 patients: 38.0 s, peak RSS 450 MB`` followed by the cohort's recurrence-pattern
-percentages (from ``truth/truth.csv``) and the TTP median / split.
+percentages (from ``truth/truth.csv``), the TTP median / split, and the patients per recurrence zone and per
+progression type next to the paper's (the classes of ``adaptrt.target.pattern``, as ``adaptrt target run``
+prints them in ``pattern_vs_paper.csv``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from adaptrt.simulate.glioblastoma import (
     summarise_recurrence,
     write_glioblastoma_cohort,
 )
+from adaptrt.target.pattern import PAPER_PATTERN, PAPER_TYPES
 
 
 def _peak_rss_mb() -> float:
@@ -97,6 +100,24 @@ def main(argv: list[str] | None = None) -> int:
             f"{k} {sum(r['extent_of_resection'] == k for r in truth)}" for k in ("gtr", "str", "biopsy")
         )
     )
+    # the same classes as the target study's pattern_vs_paper (adaptrt.target.pattern: furthest zone holding
+    # >= 10 % of the new voxels; Table 1 types with 1 mL per kind for "both")
+    n_paper = sum(sum(v.values()) for v in PAPER_PATTERN.values())
+    cats = [p.category for p in pats if p.n_new_voxels > 0]
+    print(f"patients by zone, this cohort (n={len(cats)}) vs the paper (n={n_paper}):")
+    for zone, label in (("inside", "inside T2L"), ("margin", "T2L to 2 cm"), ("beyond", "beyond 2 cm")):
+        k, paper = cats.count(zone), sum(PAPER_PATTERN[zone].values())
+        print(
+            f"  {label:<12} {k:3d} = {100 * k / max(len(cats), 1):3.0f} %   paper {paper:3d} = "
+            f"{100 * paper / n_paper:3.0f} %"
+        )
+    print(f"progression type, this cohort (n={len(kinds)}) vs the paper's Table 1 (n={n_paper}):")
+    for kind, label in (("cel", "CEL"), ("t2l", "T2L"), ("both", "both")):
+        k, paper = kinds.count(kind), sum(PAPER_TYPES[kind].values())
+        print(
+            f"  {label:<12} {k:3d} = {100 * k / max(len(kinds), 1):3.0f} %   paper {paper:3d} = "
+            f"{100 * paper / n_paper:3.0f} %"
+        )
     return 0
 
 

@@ -68,3 +68,16 @@ def test_geometry_difference_and_with_array():
         v.with_array(np.zeros((1, 1, 1)))
     m = v.with_array(np.zeros((2, 3, 4), dtype=bool))
     assert m.is_mask and not v.is_mask
+
+
+def test_geometry_difference_prints_plain_numbers():
+    v = Volume(np.zeros((2, 3, 4)), spacing=(1.0, 0.9, 0.9), origin=(0.0, 10.5, -3.0))
+    w = Volume(np.zeros((2, 3, 4)), spacing=(1.0, 0.9, 0.9), origin=(-12.6, 10.5, np.float64(-3.0)))
+    msg = v.geometry_difference(w)
+    assert msg == "origin (-12.6, 10.5, -3) mm differs from (0, 10.5, -3) mm"
+    s = Volume(np.zeros((2, 3, 4)), spacing=(np.float64(2.5), 0.9, 0.9), origin=v.origin)
+    assert v.geometry_difference(s) == "spacing (2.5, 0.9, 0.9) mm differs from (1, 0.9, 0.9) mm"
+    d = Volume(np.zeros((2, 3, 4)), spacing=v.spacing, origin=v.origin, direction=_oblique())
+    msg = v.geometry_difference(d) or ""
+    assert msg.startswith("direction") and "np." not in msg and "\n" not in msg
+    assert "0.9397" in msg and "-0.342" in msg

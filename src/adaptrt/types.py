@@ -171,12 +171,27 @@ class Volume:
         for name in ("spacing", "origin"):
             a, b = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
             if not np.allclose(a, b, atol=atol_mm, rtol=0.0):
-                return f"{name} {tuple(np.round(b, 4))} differs from {tuple(np.round(a, 4))}"
+                return f"{name} {_numbers(b)} mm differs from {_numbers(a)} mm"
         if not np.allclose(self.direction, other.direction, atol=1e-4):
-            return f"direction\n{np.round(other.direction, 4)}\ndiffers from\n{np.round(self.direction, 4)}"
+            return (
+                f"direction (columns: unit vectors of the array axes) {_numbers(other.direction)} "
+                f"differs from {_numbers(self.direction)}"
+            )
         return None
 
     def __repr__(self) -> str:
         sp = ", ".join(f"{s:g}" for s in self.spacing)
         og = ", ".join(f"{o:g}" for o in self.origin)
         return f"Volume(shape={self.shape}, dtype={self.dtype}, spacing_mm=({sp}), origin_mm=({og}))"
+
+
+def _numbers(values: ArrayLike) -> str:
+    """Plain numbers for messages: ``(1.5, -12.6, 0)``, rows of a matrix as nested parentheses.
+
+    ``repr`` of numpy scalars prints ``np.float64(-12.6)`` (numpy >= 2), which a user should never see.
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim == 0:
+        v = float(arr)
+        return f"{0.0 if v == 0 else v:.4g}"
+    return "(" + ", ".join(_numbers(row) for row in arr) + ")"

@@ -231,3 +231,19 @@ def test_run_predict_external_test(saved, tmp_path):
     assert [r["label"] for r in summary["rows"]] == [1, 0]
     assert all(m["n"] == 2 for m in summary["metrics"])
     assert "External test against the follow-up labels" in (out / "report.html").read_text()
+
+
+def test_identical_runs_give_identical_checkpoints(prepared, tmp_path):
+    """Two identical quick fits saved to two run folders: the same SHA-256 (no staging name in the archive)."""
+    cfg = dataclasses.replace(_config(), models=("gradients", "cam"))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1))
+    digests = []
+    for run in ("run_a", "run_b"):
+        torch.set_num_threads(1)
+        manifest = save_final_models(fit_final_models(prepared, cfg), tmp_path / run)
+        entries = json.loads(manifest.read_text())["models"]
+        digests.append({name: entry["sha256"] for name, entry in entries.items()})
+        # the archive's records are named "archive/...", never after the (staging) file
+        assert b"archive/data.pkl" in (manifest.parent / "final_cam.pt").read_bytes()
+    assert set(digests[0]) == {"gradients", "cam"}
+    assert digests[0] == digests[1]

@@ -47,7 +47,6 @@ import hashlib
 import json
 import math
 import sys
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -340,13 +339,8 @@ def save_final_models(models: FinalModels, folder: str | Path, *, overwrite: boo
         entry: dict[str, Any] = {"title": MODEL_NAMES[name], "what": _what(name, models)}
         if name in models.networks:
             path = out / f"final_{name}.pt"
-            check_writable(path, overwrite=overwrite)
-            with tempfile.TemporaryDirectory() as scratch:
-                # torch.save names the records of its zip archive after the file: saved under the final
-                # name (not atomic_file's random staging name), identical runs give identical bytes
-                data = models.networks[name].save(Path(scratch) / path.name).read_bytes()
-            with atomic_file(path, overwrite=overwrite) as tmp:
-                tmp.write_bytes(data)
+            # save() writes the archive from a buffer: identical runs give identical bytes
+            models.networks[name].save(path, overwrite=overwrite)
             entry["train"] = to_jsonable(models.networks[name].config)
         else:
             fm = models.features[name]

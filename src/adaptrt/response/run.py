@@ -24,9 +24,11 @@ from .study import (
     ResponseConfig,
     ResponseResults,
     cam_summary,
+    check_usable_lesions,
     comparisons,
     network_train_config,
     prepare_cohort,
+    read_truth_table,
     run_trials,
     table1,
     table1_numbers,
@@ -62,7 +64,11 @@ def run_response_study(
     check_writable(out, overwrite=overwrite)
     cohort = read_manifest(manifest)
     check_cohort(cohort, threshold=config.threshold, progress=progress)
+    _, truth_note = read_truth_table(cohort.source)
+    if truth_note is not None and progress:
+        print(f"note: {truth_note}")
     lesions, notes = prepare_cohort(cohort, config, progress=progress)
+    check_usable_lesions(cohort, lesions, notes, config.threshold, manifest=manifest)
     results = run_trials(lesions, config, progress=progress)
     final = fit_final_models(lesions, config, progress=progress) if config.fit_final else None
     command = command_line("run_response_study")
@@ -78,7 +84,9 @@ def run_response_study(
         write_results(run, lesions, notes, results, config)
         if final is not None:
             save_final_models(final, run.stage)
-        add_report_sections(run, run.report, lesions, notes, results, config, final=final)
+        add_report_sections(
+            run, run.report, lesions, notes, results, config, final=final, truth_note=truth_note
+        )
     return Path(out)
 
 
@@ -159,8 +167,13 @@ def add_report_sections(
     config: ResponseConfig,
     *,
     final: FinalModels | None = None,
+    truth_note: str | None = None,
 ) -> None:
-    """The study's sections of a report (also used by ``adaptrt demo``); ``final``: the saved final models."""
+    """The study's sections of a report (also used by ``adaptrt demo``).
+
+    ``final``: the saved final models; ``truth_note``: why a ``truth/lesions.csv`` next to the manifest was
+    ignored (:func:`adaptrt.response.study.read_truth_table`).
+    """
     from . import figures as rf
 
     n_resp = sum(d.label for d in lesions)
@@ -189,6 +202,8 @@ def add_report_sections(
     )
     if notes:
         sec.note(f"{len(notes)} lesion(s) excluded: " + "; ".join(notes))
+    if truth_note is not None:
+        sec.note(truth_note)
 
     t1 = report.section("Table 1: test on the second MRI (mean ± SD over trials)")
     t1.table(table1(results.metric_rows, test_set="mri2"))

@@ -65,11 +65,14 @@ __all__ = [
     "MODEL_NAMES",
     "NETWORK_MODELS",
     "TABLE1_METRICS",
+    "TRUTH_COLUMNS",
     "LesionData",
     "ResponseConfig",
     "ResponseResults",
+    "check_usable_lesions",
     "network_train_config",
     "prepare_cohort",
+    "read_truth_table",
     "response_config",
     "run_trials",
 ]
@@ -278,15 +281,32 @@ class LesionData:
         return self.lesion.key
 
 
-def _truth_table(manifest: Path | None) -> dict[tuple[str, str], dict[str, str]]:
-    """The simulator's truth table next to a manifest (``truth/lesions.csv``), else empty."""
+#: The columns of the metastasis simulator's ``truth/lesions.csv`` that the study reads.
+TRUTH_COLUMNS: tuple[str, ...] = ("patient_id", "lesion_id", f"resistant_{SECOND_TIMEPOINT}")
+
+
+def read_truth_table(manifest: Path | None) -> tuple[dict[tuple[str, str], dict[str, str]], str | None]:
+    """The metastasis simulator's truth table next to a manifest (``truth/lesions.csv``), and a note.
+
+    The table is read only when it is the format expected (UTF-8 CSV with :data:`TRUTH_COLUMNS`); any other
+    ``truth/lesions.csv`` (another simulator's, a user's own file) is ignored, and the note says so. Returns
+    ``({}, None)`` when there is no such file.
+    """
     if manifest is None:
-        return {}
+        return {}, None
     path = manifest.parent / "truth" / "lesions.csv"
     if not path.is_file():
-        return {}
-    with path.open(newline="") as fh:
-        return {(r["patient_id"], r["lesion_id"]): r for r in csv.DictReader(fh)}
+        return {}, None
+    ignored = f"{path} is not the metastasis simulator's truth table ({{}}): ignored, CAMs are not scored"
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in TRUTH_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                return {}, ignored.format(f"no column {', '.join(repr(c) for c in missing)}")
+            return {(r["patient_id"], r["lesion_id"]): r for r in reader}, None
+    except (UnicodeDecodeError, csv.Error) as exc:
+        return {}, ignored.format(f"not a UTF-8 CSV: {type(exc).__name__}")
 
 
 def prepare_cohort(
@@ -308,7 +328,7 @@ def prepare_cohort(
     from .gradients import gradient_features, gradient_maps
     from .radiomics import radiomics_features
 
-    truth = _truth_table(cohort.source)
+    truth, _ = read_truth_table(cohort.source)
     test_cfg = dataclasses.replace(config.preprocess, angles_deg=(0.0,))
     lesions: list[LesionData] = []
     notes: list[str] = []
@@ -350,6 +370,87 @@ def prepare_cohort(
             truth_mask = sample_like(res, t2, kind="mask") & t2.mask
         lesions.append(LesionData(les, int(lab.responder), lab.ratio, train, t2, t1, feats, truth_mask, maps))
     return lesions, notes
+
+
+def check_usable_lesions(
+    cohort: Cohort,
+    lesions: Sequence[LesionData],
+    notes: Sequence[str],
+    threshold: float,
+    *,
+    manifest: str | Path | None = None,
+) -> None:
+    """Refuse, before any training, a cohort whose usable lesions cannot make a study; say the real cause.
+
+    The study needs at least two usable lesions of each class. When it has fewer, the message names the
+    manifest and why: every lesion excluded for lacking follow-up (the label needs the GTV at follow-up),
+    every lesion excluded for other reasons (the notes of :func:`prepare_cohort`), or one class only among
+    the usable lesions (with the number excluded for lacking follow-up when there are some).
+
+    Parameters
+    ----------
+    cohort
+        The cohort read from the manifest.
+    lesions, notes
+        From :func:`prepare_cohort`.
+    threshold
+        The response threshold (GTV shrinkage at follow-up), for the message.
+    manifest
+        The manifest's path, named in the message (default: ``cohort.source``).
+
+    Raises
+    ------
+    InputError
+        Fewer than two usable lesions of a class.
+    """
+    path = Path(manifest) if manifest is not None else cohort.source
+    n_all = len(cohort.lesions)
+    no_followup = [les.key for les in cohort.lesions if FOLLOWUP_TIMEPOINT not in les.timepoints]
+    n_resp = sum(int(d.label) for d in lesions)
+    n_non = len(lesions) - n_resp
+    if min(n_resp, n_non) >= 2:
+        return
+    fix_followup = (
+        f"add the follow-up rows (timepoint '{FOLLOWUP_TIMEPOINT}': image and GTV mask at follow-up) of the "
+        "lesions to the manifest; the response label is the GTV's change from the first MRI to follow-up"
+    )
+    if not lesions and no_followup and len(no_followup) == n_all:
+        raise InputError(
+            f"every lesion ({n_all}) was excluded for lacking follow-up: no lesion has a "
+            f"'{FOLLOWUP_TIMEPOINT}' time point, so none has a response label",
+            path=path,
+            fix=fix_followup,
+        )
+    if not lesions:
+        shown = "; ".join(notes[:5]) + (f"; ... ({len(notes) - 5} more)" if len(notes) > 5 else "")
+        raise InputError(
+            f"every lesion ({n_all}) was excluded, none is usable: {shown}",
+            path=path,
+            fix="correct the lesions named above (see `adaptrt cohort check`)",
+        )
+    excluded = ""
+    if no_followup:
+        excluded = (
+            f"; {len(no_followup)} of the {n_all} lesions were excluded for lacking follow-up "
+            f"({', '.join(no_followup[:5])}{', ...' if len(no_followup) > 5 else ''})"
+        )
+    elif notes:
+        excluded = f"; {len(notes)} of the {n_all} lesions were excluded for other reasons"
+    if n_resp == 0 or n_non == 0:
+        kind = "responders" if n_non == 0 else "non-responders"
+        problem = (
+            f"all {len(lesions)} usable lesions are {kind} (response = GTV shrinkage >= {threshold:.0%} at "
+            f"follow-up): a response study needs both classes{excluded}"
+        )
+    else:
+        problem = (
+            f"the usable lesions hold {n_resp} responder(s) and {n_non} non-responder(s) (response = GTV "
+            f"shrinkage >= {threshold:.0%} at follow-up): every class needs at least two{excluded}"
+        )
+    fix = "add lesions of the missing class, or choose another threshold with --threshold"
+    if no_followup:
+        fix = f"{fix_followup}; or {fix}"
+    raise InputError(problem, path=path, fix=fix)
 
 
 # ---------------------------------------------------------------------------------------------- trials

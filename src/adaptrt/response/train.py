@@ -38,6 +38,7 @@ Reproducibility
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 import re
@@ -719,8 +720,12 @@ class AutoencoderClassifier:
             "history": self.history_,
             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         }
+        # torch.save names the records of its zip archive after the file it writes to: into a buffer they are
+        # all "archive/...", so no staging name is embedded and identical models give identical bytes
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
         with atomic_file(path, overwrite=overwrite) as tmp:
-            torch.save(payload, tmp)
+            tmp.write_bytes(buffer.getvalue())
         return Path(path)
 
     @classmethod
