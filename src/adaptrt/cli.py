@@ -83,6 +83,7 @@ def _lesions_for(patients: int, lesions: int | None) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
+    from .drift.study import drift_config
     from .response.study import response_config
     from .simulate.metastases import MetastasisConfig
 
@@ -96,6 +97,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             metastases=mcfg,
             glioblastoma_patients=args.glioblastoma_patients,
             response=None if args.no_response else response_config("quick", threshold=args.threshold),
+            drift=None if args.no_drift else drift_config("quick", seed=args.seed),
         )
     except ValueError as exc:
         raise _config_error(exc, "demo configuration") from exc
@@ -359,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold", type=float, default=0.2, help="shrinkage that defines response (default 0.2)"
     )
     d.add_argument("--no-response", action="store_true", help="skip the response study (quick profile)")
+    d.add_argument("--no-drift", action="store_true", help="skip the drift study (quick profile)")
     d.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_demo)

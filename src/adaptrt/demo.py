@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from .report.run import RunFolder, command_line
 from .response.study import ResponseConfig, response_config
 from .simulate.glioblastoma import GlioblastomaConfig
 from .simulate.metastases import MetastasisConfig
+
+if TYPE_CHECKING:
+    from .drift.study import DriftConfig
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -49,6 +52,9 @@ class DemoConfig:
         Lesion preprocessing shown in the report (Part I rotations by default).
     response
         The response study (Part I) run on the cohort: the ``quick`` profile by default; None skips it.
+    drift
+        The drift study (Part II) run on the same cohort (``mri1`` -> ``mri2`` pairs): the ``quick`` profile by
+        default; None skips it.
     """
 
     seed: int = 0
@@ -57,6 +63,7 @@ class DemoConfig:
     glioblastoma_patients: int = 1
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(angles_deg=PART1_ANGLES))
     response: ResponseConfig | None = field(default_factory=lambda: response_config("quick"))
+    drift: DriftConfig | None = field(default_factory=lambda: _drift_quick())
 
     def __post_init__(self) -> None:
         if not (isinstance(self.seed, int) and self.seed >= 0):
@@ -67,6 +74,12 @@ class DemoConfig:
             raise ValueError(
                 f"glioblastoma_patients must be an int in [0, 4], got {self.glioblastoma_patients}"
             )
+
+
+def _drift_quick() -> DriftConfig:
+    from .drift.study import drift_config
+
+    return drift_config("quick")
 
 
 def run_demo(
@@ -123,6 +136,8 @@ def run_demo(
         sec.table(rows, caption="Lesions: GTV volumes (mm³) per time point and response label")
         if cfg.response is not None:
             _response(run, cohort, cfg.response, progress)
+        if cfg.drift is not None:
+            _drift(run, cohort, cfg.drift, cfg.threshold, progress)
         if cfg.glioblastoma_patients:
             _glioblastoma(run, cfg)
     return Path(out)
@@ -239,6 +254,34 @@ def _response(run: RunFolder, cohort: Cohort, rcfg: ResponseConfig, progress: bo
     if final is not None:
         save_final_models(final, run.stage)
     add_report_sections(run, run.report, lesions, notes, results, rcfg, final=final)
+
+
+def _drift(run: RunFolder, cohort: Cohort, dcfg: DriftConfig, threshold: float, progress: bool) -> None:
+    """The drift study (Part II) on the demo cohort: the outputs of ``adaptrt drift run`` (quick profile)."""
+    import dataclasses
+
+    from .drift.data import DriftDataConfig, load_pairs
+    from .drift.run import data_config, drift_section
+
+    data = data_config(dcfg, DriftDataConfig(threshold=threshold))
+    dataset = load_pairs(cohort, data, progress=progress)
+    n_patients = len({le.patient_id for le in dataset.lesions})
+    if n_patients < 2:
+        run.report.section("Drift study (Part II)").note(
+            f"Not run: {n_patients} patient(s) with an mri1/mri2 pair; patient-grouped folds need at least 2."
+        )
+        return
+    if n_patients < dcfg.folds:
+        dcfg = dataclasses.replace(dcfg, folds=n_patients)
+    drift_section(
+        run,
+        dataset,
+        dcfg,
+        data,
+        progress=progress,
+        title=f"Drift study (Part II), {dcfg.profile} profile",
+        final=("method2",),
+    )
 
 
 def _glioblastoma(run: RunFolder, cfg: DemoConfig) -> None:

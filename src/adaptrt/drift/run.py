@@ -312,6 +312,14 @@ def drift_section(
         )
         for sentence in verdicts(result):
             sec.note(sentence)
+        if config.profile == "quick":
+            sec.note(
+                f"Quick profile: {config.model.iterations} iterations of batch {config.model.batch_size} per "
+                f"model on {config.size}×{config.size} crops, chosen to fit the demo's time on a CPU. The networks "
+                "are far from trained (see the loss curves), so these numbers say whether the pipeline runs, not "
+                "what Method 1 or 2 can do; run `adaptrt drift run --profile paper` (5,000 iterations × 64) for "
+                "that."
+            )
         _figures(run, sec, dataset, result, config)
         if final:
             models = {}
