@@ -11,15 +11,20 @@ Run folder::
     results/forests.csv                item 3: mean AUC, SD, 95 % CI, pooled AUC, chance; forest_folds.csv;
                                        feature_importance.csv
     results/ctv_*.csv                  item 6 (when the CTV modules are installed)
+    results/dl_*.csv                   part 2 (dl = true): split, test metrics of DL / RTOG / EORTC and the
+                                       equal-volume CTVs, Wilcoxon tests, training history, loss comparison,
+                                       β sweep, modality ablation, repeated splits
+    models/dl_ctv.pt, dl_ctv.json      the DL-CTV model and its SHA-256 (``adaptrt target predict``)
     results/exclusions.csv, results/summary.json
     figures/*.png
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +45,16 @@ from .pattern import (
 from .study import TargetConfig, TargetResults, prepare_target_data, run_analyses
 from .voxels import CATEGORIES, CATEGORY_LABELS, MODEL_LABELS, ForestResult
 
-__all__ = ["add_target_section", "pattern_vs_paper", "run_target_study", "wilson_interval", "write_results"]
+__all__ = [
+    "add_dl_section",
+    "add_target_section",
+    "pattern_vs_paper",
+    "run_target_study",
+    "target_hooks",
+    "wilson_interval",
+    "write_dl_results",
+    "write_results",
+]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -112,7 +126,7 @@ def run_target_study(
     started = _dt.datetime.now(_dt.UTC)
     check_writable(out, overwrite=overwrite)
     cohort = read_glioblastoma_manifest(manifest)
-    hooks = _ctv_hooks(config)
+    hooks = target_hooks(config)
     data = prepare_target_data(cohort, config, per_patient=hooks, progress=progress)
     if progress:
         for note in data.notes:
@@ -132,7 +146,20 @@ def run_target_study(
         write_results(run, results)
         add_target_section(run, run.report, results, config)
         _ctv_section(run, run.report, results)
+        if results.dl is not None:
+            write_dl_results(run, results.dl)
+            add_dl_section(run, run.report, results.dl, config)
     return Path(out)
+
+
+def target_hooks(config: TargetConfig) -> dict[str, Any]:
+    """The per-patient hooks of :func:`prepare_target_data`: item 6 (``"ctv"``) and part 2 (``"dl"``)."""
+    from .study import dl_hook
+
+    hooks = _ctv_hooks(config)
+    if config.dl:
+        hooks["dl"] = dl_hook
+    return hooks
 
 
 # ---------------------------------------------------------------------------------------------- item 6 hook
@@ -342,6 +369,8 @@ def add_target_section(
         )
         sec.figure(run.save_figure(tf.pattern_bars(d.patterns), "target_pattern"), caption=_PATTERN_CAPTION)
         sec.figure(run.save_figure(tf.roc_grid(results.forests), "target_roc"), caption=_ROC_CAPTION)
+        if results.dl is not None:
+            add_dl_section(run, report, results.dl, config, short=True)
         return
 
     sec = report.section("Target study (part 1): data and protocol")
@@ -479,3 +508,314 @@ _ROC_CAPTION = (
     "Fig. 1 style: ROC curves of the held-out folds (thin), their mean (black) and chance (dashed, AUC 0.5); "
     "rows: CEL- and NEL-progression models; columns: all patients, early and late progressors."
 )
+
+
+# ---------------------------------------------------------------------------------------------- part 2
+_DL_CTVS = ("DL", "RTOG", "EORTC")
+_DL_METRICS = ("sensitivity", "specificity", "dice", "hd95_mm", "tversky", "pcc", "volume_cm3")
+
+
+def _history_rows(name: str, model: Any) -> list[dict[str, Any]]:
+    return [
+        {"model": name, **dataclasses.asdict(r), "selected": r.epoch == model.best_epoch}
+        for r in model.history
+    ]
+
+
+def _mean_sd(values: Sequence[float]) -> str:
+    import numpy as np
+
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    return "–" if v.size == 0 else f"{v.mean():.3f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.3f}"
+
+
+def _dl_tables(dl: Any) -> dict[str, list[dict[str, Any]]]:
+    from .compare import summarise_ctvs, wilcoxon_ctvs
+
+    main = [r for r in dl.test_rows if r["ctv"] in _DL_CTVS]
+    tables: dict[str, list[dict[str, Any]]] = {
+        "dl_split": [{"part": k, "n": len(v), "patients": " ".join(v)} for k, v in dl.split.items()],
+        "dl_test_metrics": dl.test_rows,
+        "dl_summary": summarise_ctvs(dl.test_rows),
+        "dl_wilcoxon": wilcoxon_ctvs(
+            dl.test_rows, pairs=[("DL", "RTOG"), ("DL", "EORTC"), ("DL", "RTOG@DL"), ("DL", "EORTC@DL")]
+        ),
+        "dl_equal_volume": dl.equal_volume,
+        "dl_history": [r for name, (m, _) in dl.losses.items() for r in _history_rows(f"loss {name}", m)]
+        + [r for name, (m, _) in dl.modalities.items() for r in _history_rows(f"inputs {name}", m)]
+        or _history_rows("final", dl.model),
+    }
+    groups = []
+    for key in ("progressor", "treatment"):
+        for g in sorted({str(r[key]) for r in main}):
+            sub = [r for r in main if str(r[key]) == g]
+            for name in _DL_CTVS:
+                rows = [r for r in sub if r["ctv"] == name]
+                groups.append(
+                    {"by": key, "group": g, "ctv": name, "n": len(rows)}
+                    | {m: _mean_sd([float(r[m]) for r in rows]) for m in _DL_METRICS}
+                )
+    tables["dl_subgroups"] = groups
+    if dl.losses:
+        rows = [r for _, (_, rr) in dl.losses.items() for r in rr]
+        tables["dl_losses"] = rows
+        tables["dl_losses_summary"] = _prediction_summary(rows)
+    if dl.betas:
+        rows = [r | {"beta": b} for b, rr in dl.betas.items() for r in rr]
+        tables["dl_beta_sweep"] = rows
+        tables["dl_beta_summary"] = _prediction_summary(rows)
+    if dl.modalities:
+        rows = [r for _, (_, rr) in dl.modalities.items() for r in rr]
+        tables["dl_modalities"] = rows
+        tables["dl_modalities_summary"] = _prediction_summary(rows)
+        if "all" in dl.modalities and len(dl.modalities) > 1:
+            tables["dl_modalities_wilcoxon"] = wilcoxon_ctvs(
+                rows,
+                metrics=("sensitivity", "specificity", "pcc"),
+                pairs=[("all", n) for n in dl.modalities if n != "all"],
+            )
+    if dl.repeats:
+        per = []
+        for k in sorted({r["repeat"] for r in dl.repeats}):
+            for name in _DL_CTVS:
+                rows = [r for r in dl.repeats if r["repeat"] == k and r["ctv"] == name]
+                per.append(
+                    {"repeat": k, "ctv": name, "n_test": len(rows)}
+                    | {m: _mean_sd([float(r[m]) for r in rows]).split(" ± ")[0] for m in _DL_METRICS}
+                )
+        tables["dl_repeats"] = dl.repeats
+        tables["dl_repeats_summary"] = per
+    return tables
+
+
+def _prediction_summary(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for name in dict.fromkeys(str(r["ctv"]) for r in rows):
+        sub = [r for r in rows if r["ctv"] == name]
+        out.append(
+            {"model": name, "n_test": len(sub)}
+            | {m: _mean_sd([float(r[m]) for r in sub]) for m in ("sensitivity", "specificity", "pcc", "dice")}
+            | {"components (median)": float(sorted(r["components"] for r in sub)[len(sub) // 2])}
+        )
+    return out
+
+
+def write_dl_results(run: RunFolder, dl: Any) -> None:
+    """Part 2's tables (``results/dl_*.csv``) and the model with its checksum (``models/``)."""
+    from .predict import save_model
+
+    for name, rows in _dl_tables(dl).items():
+        if rows:
+            run.write_csv(f"results/{name}.csv", rows)
+    digest = save_model(run.stage, dl.model)
+    run.write_json(
+        "results/dl_summary.json",
+        {
+            "split": {k: list(v) for k, v in dl.split.items()},
+            "best_epoch": dl.model.best_epoch,
+            "model_sha256": digest,
+            "seconds": dl.seconds,
+            "exclusions": [e.text() for e in dl.exclusions],
+        },
+    )
+
+
+def _curves_figure(models: Mapping[str, Any], title: str) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, m in models.items():
+        ep = [r.epoch for r in m.history]
+        axes[0].plot(ep, [r.val_pcc for r in m.history], label=name)
+        axes[1].plot(ep, [r.train_loss for r in m.history], label=name)
+    axes[0].set(xlabel="epoch", ylabel="validation PCC (thresholded, mean)", title=title, ylim=(0, 1))
+    axes[1].set(xlabel="epoch", ylabel="training loss", title="training loss")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _beta_figure(summary: Sequence[Mapping[str, Any]], betas: Sequence[float]) -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for metric in ("sensitivity", "specificity", "pcc"):
+        ys = [float(r[metric].split(" ± ")[0]) if r[metric] != "–" else math.nan for r in summary]
+        ax.plot(betas, ys, marker="o", label=metric)
+    ax.set(xlabel="Tversky loss β (α = 1 - β)", ylabel="mean over test patients", ylim=(0, 1.02))
+    ax.set_title("Supplementary Fig. 2 style: β sweep")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _overlay_figure(overlays: Sequence[Any], n: int = 4) -> Any:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .ctv import CTV_COLOURS
+
+    use = list(overlays)[:n]
+    fig, axes = plt.subplots(1, max(len(use), 1), figsize=(3.2 * max(len(use), 1), 3.4), squeeze=False)
+    for ax, (pid, flair, masks, lesion) in zip(axes[0], use, strict=False):
+        z = int(np.argmax(lesion.sum(axis=(1, 2)))) if lesion.any() else lesion.shape[0] // 2
+        bg = flair[z] if flair is not None else np.zeros(lesion.shape[1:])
+        ax.imshow(bg, cmap="gray", vmin=0, vmax=1)
+        ax.contourf(lesion[z].astype(float), levels=[0.5, 1.5], colors=["magenta"], alpha=0.35)
+        for name, m in masks.items():
+            if m[z].any():
+                ax.contour(
+                    m[z].astype(float),
+                    levels=[0.5],
+                    colors=[np.asarray(CTV_COLOURS.get(name, (0, 0, 255))) / 255],
+                )
+        ax.set_title(f"{pid}, slice {z}", fontsize=8)
+        ax.axis("off")
+    handles: list[Any] = [plt.Line2D([], [], color=_rgb(CTV_COLOURS[k]), label=k) for k in _DL_CTVS]
+    handles.append(plt.Rectangle((0, 0), 1, 1, color="magenta", alpha=0.35, label="composite lesion"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def add_dl_section(
+    run: RunFolder, report: Report, dl: Any, config: TargetConfig, *, short: bool = False
+) -> None:
+    """Part 2's report sections (``short``: one section with Fig. 3, for the demo)."""
+    from .figures_ctv import metric_boxplots
+
+    tables = _dl_tables(dl)
+    main = [r for r in dl.test_rows if r["ctv"] in _DL_CTVS]
+    wil = {(r["ctv_b"], r["metric"]): r for r in tables["dl_wilcoxon"]}
+    summ = {(r["ctv"], r["metric"]): r for r in tables["dl_summary"]}
+
+    def line(metric: str) -> str:
+        parts = [f"{c} {summ[(c, metric)]['text']}" for c in _DL_CTVS if (c, metric) in summ]
+        ps = [
+            f"p(DL vs {c}) = {_fmt(wil[(c, metric)]['p'], 3)}"
+            for c in ("RTOG", "EORTC")
+            if (c, metric) in wil
+        ]
+        return f"{metric}: " + "; ".join(parts) + " (" + ", ".join(ps) + ")"
+
+    n_test = len(dl.split["test"])
+    headline = (
+        f"DL CTV (3D U-Net, {config.dl_base_features} base features, {config.dl_loss} loss, selected at epoch "
+        f"{dl.model.best_epoch} of {config.dl_epochs} on the validation Tversky α 0.02 / β 0.98) on {n_test} test "
+        f"patients (split {len(dl.split['train'])} / {len(dl.split['val'])} / {n_test}, stratified by cohort). "
+        + " ".join(line(m) + "." for m in ("sensitivity", "specificity", "pcc"))
+    )
+    caption3 = (
+        "Fig. 3 style: test patients' metrics of the DL, RTOG and EORTC CTVs against the composite lesion "
+        "(median [IQR] in results/dl_summary.csv; Wilcoxon in results/dl_wilcoxon.csv)"
+    )
+    if short:
+        sec = report.section("Target study, part 2: the deep-learning CTV")
+        sec.text(headline + f" Part 2 took {dl.seconds:.0f} s.")
+        sec.figure(
+            run.save_figure(metric_boxplots(main, ctv_order=_DL_CTVS), "target_dl_ctvs"), caption=caption3
+        )
+        return
+    sec = report.section("Part 2: the deep-learning CTV against RTOG and EORTC (test patients)")
+    sec.text(
+        headline
+        + " Inputs: baseline nADC, nFA, CNI, CCrI, nT1c, nFLAIR, min-max normalised over the brain, cropped to the "
+        "brain's box. The DL CTV is the thresholded probability (>= 0.5) in the brain with the critical structures "
+        "removed, its largest connected component with holes filled (one contiguous volume). Every test patient "
+        f"was used once, after training and selection. Part 2 took {dl.seconds:.0f} s. The model is in "
+        "models/dl_ctv.pt (checksum in models/dl_ctv.json): `adaptrt target predict` applies it to new patients."
+    )
+    for e in dl.exclusions:
+        sec.note(e.text())
+    sec.table(tables["dl_summary"], caption="Supplementary Table 1 style: metrics per CTV (test patients)")
+    sec.table(
+        tables["dl_wilcoxon"], caption="Wilcoxon signed-rank tests, DL against each CTV (paired by patient)"
+    )
+    sec.figure(run.save_figure(metric_boxplots(main, ctv_order=_DL_CTVS), "dl_ctvs"), caption=caption3)
+    sec.text("Supplementary Table 2 (every test patient and CTV): results/dl_test_metrics.csv.")
+    sec.table(
+        tables["dl_subgroups"],
+        caption="Early / late progressors and treatment cohorts (Supplementary Fig. 4): mean ± SD",
+    )
+    sec.figure(
+        run.save_figure(_overlay_figure(dl.overlays), "dl_overlays"),
+        caption="Fig. 4 style: DL (red), RTOG (yellow) and EORTC (green) CTVs on the normalised nFLAIR, the "
+        "composite lesion (baseline and progression) shaded, on the slice where the lesion is largest",
+    )
+    ev = report.section("Part 2: equal volume, and the spread over splits (beyond the paper)")
+    ev.text(
+        "RTOG@DL and EORTC@DL are the RTOG-style ((T2L ∪ CEL) + m) and EORTC-style ((CEL ∪ cavity) + m) CTVs "
+        "whose margin m gives the DL CTV's volume (results/dl_equal_volume.csv; 'reachable' is false when the "
+        "DL CTV is smaller than the base itself). If the DL CTV beats them at equal volume, its specificity "
+        "gain is not a gain in smallness alone."
+    )
+    eqsum = [r for r in tables["dl_summary"] if r["ctv"] in ("RTOG@DL", "EORTC@DL", "DL")]
+    ev.table(eqsum, caption="DL against the equal-volume margin CTVs")
+    if dl.repeats:
+        ev.table(
+            tables["dl_repeats_summary"], caption="Mean test metrics per repeated split (spread over splits)"
+        )
+    else:
+        ev.text("Repeated splits: not run in this profile (dl_repeats = 0).")
+    if dl.losses:
+        ls = report.section("Part 2: loss comparison (Supplementary Fig. 3) and contiguity")
+        ls.text(
+            "Each loss trained with the same split, seed and settings; metrics of the thresholded prediction "
+            "(before the component selection) on the test patients, and its number of connected components "
+            "(1 = one contiguous volume; the paper chose PCC alone because PCC + BCE gave non-contiguous volumes)."
+        )
+        ls.table(tables["dl_losses_summary"], caption="Test metrics (mean ± SD) per loss")
+        ls.figure(
+            run.save_figure(
+                _curves_figure({n: m for n, (m, _) in dl.losses.items()}, "loss comparison"), "dl_losses"
+            ),
+            caption="Validation PCC and training loss per epoch for each loss",
+        )
+    if dl.betas:
+        bs = report.section("Part 2: β sweep of the Tversky loss (Supplementary Fig. 2)")
+        bs.table(tables["dl_beta_summary"], caption="Test metrics per β (α = 1 - β)")
+        bs.figure(
+            run.save_figure(_beta_figure(tables["dl_beta_summary"], list(dl.betas)), "dl_beta_sweep"),
+            caption="β sweep",
+        )
+    if dl.modalities:
+        ms = report.section("Part 2: modality ablation with PCC + BCE (Fig. 2)")
+        ms.table(tables["dl_modalities_summary"], caption="Test metrics (mean ± SD) per input set")
+        if "dl_modalities_wilcoxon" in tables:
+            ms.table(
+                tables["dl_modalities_wilcoxon"], caption="Wilcoxon signed-rank: all six against each set"
+            )
+        ms.figure(
+            run.save_figure(
+                _curves_figure({n: m for n, (m, _) in dl.modalities.items()}, "input sets"), "dl_modalities"
+            ),
+            caption="Fig. 2a style: validation PCC during training per input set",
+        )
+        rows = [r for _, (_, rr) in dl.modalities.items() for r in rr]
+        ms.figure(
+            run.save_figure(
+                metric_boxplots(rows, ("sensitivity", "specificity", "pcc"), ctv_order=list(dl.modalities)),
+                "dl_modalities_test",
+            ),
+            caption="Fig. 2b style: test sensitivity, specificity and PCC per input set",
+        )
+    not_run = [
+        n
+        for n, v in (
+            ("loss comparison", dl.losses),
+            ("β sweep", dl.betas),
+            ("modality ablation", dl.modalities),
+        )
+        if not v
+    ]
+    if not_run or config.profile == "quick":
+        report.section("Part 2: what this profile ran").text(
+            f"Profile {config.profile!r}: losses {list(config.dl_losses)}, β {list(config.dl_betas)}, input sets "
+            f"{list(config.dl_modalities)}, {config.dl_repeats} repeated split(s)"
+            + (f"; not run: {', '.join(not_run)}" if not_run else "")
+            + ". The paper profile runs every comparison."
+        )
+
+
+def _rgb(c: tuple[int, int, int]) -> tuple[float, float, float]:
+    return (c[0] / 255, c[1] / 255, c[2] / 255)
