@@ -68,7 +68,22 @@ def _assert_bad(manifest: Path, tmp_path: Path, capsys, *needles: str) -> str:
 # ------------------------------------------------------------------------------------------ good paths
 def test_demo_writes_report(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--patients", "2", "--no-response", "--no-drift", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--patients",
+                "2",
+                "--no-response",
+                "--no-drift",
+                "--no-target",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     for name in (
         "report.html",
         "config.json",
@@ -81,7 +96,22 @@ def test_demo_writes_report(tmp_path, capsys):
     assert "Cohort" in html and "data:image/png;base64," in html
     # a second run without --overwrite is refused and changes nothing
     before = (out / "run.json").read_text()
-    assert main(["demo", "--out", str(out), "--patients", "2", "--no-response", "--no-drift", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "demo",
+                "--out",
+                str(out),
+                "--patients",
+                "2",
+                "--no-response",
+                "--no-drift",
+                "--no-target",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "already exists" in capsys.readouterr().err
     assert (out / "run.json").read_text() == before
 

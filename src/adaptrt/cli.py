@@ -86,6 +86,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .drift.study import drift_config
     from .response.study import response_config
     from .simulate.metastases import MetastasisConfig
+    from .target.study import target_config
 
     _check_seed(args.seed)
     _check_out(args)
@@ -98,6 +99,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             glioblastoma_patients=args.glioblastoma_patients,
             response=None if args.no_response else response_config("quick", threshold=args.threshold),
             drift=None if args.no_drift else drift_config("quick", seed=args.seed),
+            target=None if args.no_target else target_config("quick", seed=args.seed),
         )
     except ValueError as exc:
         raise _config_error(exc, "demo configuration") from exc
@@ -362,6 +364,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--no-response", action="store_true", help="skip the response study (quick profile)")
     d.add_argument("--no-drift", action="store_true", help="skip the drift study (quick profile)")
+    d.add_argument(
+        "--no-target", action="store_true", help="skip the target study (quick profile, glioblastoma cohort)"
+    )
     d.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_demo)

@@ -27,6 +27,7 @@ from .simulate.metastases import MetastasisConfig
 
 if TYPE_CHECKING:
     from .drift.study import DriftConfig
+    from .target.study import TargetConfig
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -55,6 +56,12 @@ class DemoConfig:
     drift
         The drift study (Part II) run on the same cohort (``mri1`` -> ``mri2`` pairs): the ``quick`` profile by
         default; None skips it.
+    target
+        The target study (glioblastoma; both parts, the deep-learning CTV included) on a simulated glioblastoma
+        cohort of ``target_patients`` patients written as NIfTI + manifest: the ``quick`` profile by default;
+        None skips it.
+    target_patients
+        Patients of that cohort (>= 6; 30 by default, about a third of the paper's 101).
     """
 
     seed: int = 0
@@ -64,12 +71,16 @@ class DemoConfig:
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(angles_deg=PART1_ANGLES))
     response: ResponseConfig | None = field(default_factory=lambda: response_config("quick"))
     drift: DriftConfig | None = field(default_factory=lambda: _drift_quick())
+    target: TargetConfig | None = field(default_factory=lambda: _target_quick())
+    target_patients: int = 30
 
     def __post_init__(self) -> None:
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ValueError(f"seed must be an int >= 0, got {self.seed}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if not (isinstance(self.target_patients, int) and self.target_patients >= 6):
+            raise ValueError(f"target_patients must be an int >= 6, got {self.target_patients}")
         if not (isinstance(self.glioblastoma_patients, int) and 0 <= self.glioblastoma_patients <= 4):
             raise ValueError(
                 f"glioblastoma_patients must be an int in [0, 4], got {self.glioblastoma_patients}"
@@ -80,6 +91,12 @@ def _drift_quick() -> DriftConfig:
     from .drift.study import drift_config
 
     return drift_config("quick")
+
+
+def _target_quick() -> TargetConfig:
+    from .target.study import target_config
+
+    return target_config("quick")
 
 
 def run_demo(
@@ -140,6 +157,8 @@ def run_demo(
             _drift(run, cohort, cfg.drift, cfg.threshold, progress)
         if cfg.glioblastoma_patients:
             _glioblastoma(run, cfg)
+        if cfg.target is not None:
+            _target(run, cfg, cfg.target, progress)
     return Path(out)
 
 
@@ -282,6 +301,30 @@ def _drift(run: RunFolder, cohort: Cohort, dcfg: DriftConfig, threshold: float, 
         title=f"Drift study (Part II), {dcfg.profile} profile",
         final=("method2",),
     )
+
+
+def _target(run: RunFolder, cfg: DemoConfig, tcfg: TargetConfig, progress: bool) -> None:
+    """The target study on a simulated glioblastoma cohort written into the run (``cohort_glioblastoma/``)."""
+    import dataclasses
+
+    from .io.manifest import read_glioblastoma_manifest
+    from .simulate.glioblastoma import write_glioblastoma_cohort
+    from .target.run import add_target_section, target_hooks, write_dl_results, write_results
+    from .target.study import prepare_target_data, run_analyses
+
+    gcfg = GlioblastomaConfig(n_patients=cfg.target_patients)
+    manifest = write_glioblastoma_cohort(
+        run.file("cohort_glioblastoma"), config=gcfg, seed=cfg.seed, progress=progress
+    )
+    tcfg = dataclasses.replace(tcfg, seed=cfg.seed)
+    data = prepare_target_data(
+        read_glioblastoma_manifest(manifest), tcfg, per_patient=target_hooks(tcfg), progress=progress
+    )
+    results = run_analyses(data, tcfg, progress=progress)
+    write_results(run, results)
+    if results.dl is not None:
+        write_dl_results(run, results.dl)
+    add_target_section(run, run.report, results, tcfg, short=True)
 
 
 def _glioblastoma(run: RunFolder, cfg: DemoConfig) -> None:

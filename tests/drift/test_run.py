@@ -42,7 +42,7 @@ def test_run_writes_tables_figures_models(run: Path) -> None:
     assert [t["model"] for t in table][:2] == ["no_change", "mean_drift"]
     for fig in ("drift_examples", "drift_loss_curves", "drift_trajectories", "drift_augmentation_noise"):
         assert (run / "figures" / f"{fig}.png").is_file()
-    man = json.loads((run / "models" / "manifest.json").read_text())
+    man = json.loads((run / "models" / "drift" / "manifest.json").read_text())
     assert {m["name"] for m in man["models"]} == {"method1", "method2"}
     html = (run / "report.html").read_text()
     assert "baseline" in html and "chance" in html

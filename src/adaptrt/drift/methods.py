@@ -75,7 +75,7 @@ class DriftModelConfig:
 
     method: Method = "method2"
     head: Head = "separate"
-    widths: tuple[int, ...] = (16, 32, 64)
+    widths: tuple[int, ...] = (8, 16, 32)
     iterations: int = 5000
     batch_size: int = 64
     lr: float = 1e-4

@@ -21,14 +21,14 @@ from ..report.run import RunFolder, command_line
 
 __all__ = ["load_model", "run_predict"]
 
-MODELS_FOLDER = "models"
+MODELS_FOLDER = "models/drift"
 DATA_CONFIG = "drift_data.json"
 
 
 def load_model(run_folder: str | Path, name: str, *, device: str = "auto") -> tuple[Any, Any]:
     """Read a saved drift model and the data settings it was trained with from a run folder.
 
-    Each checkpoint's SHA-256 is checked against ``models/manifest.json`` before it is loaded (with
+    Each checkpoint's SHA-256 is checked against ``models/drift/manifest.json`` before it is loaded (with
     ``torch.load(weights_only=True)``: tensors and plain containers only, no code is executed).
 
     Returns
@@ -67,7 +67,7 @@ def load_model(run_folder: str | Path, name: str, *, device: str = "auto") -> tu
     data = path.read_bytes() if path.is_file() else b""
     if hashlib.sha256(data).hexdigest() != entries[name]["sha256"]:
         raise InputError(
-            "does not match its SHA-256 in models/manifest.json (damaged or replaced)",
+            "does not match its SHA-256 in models/drift/manifest.json (damaged or replaced)",
             path=path,
             fix="re-run the study to write the models again",
         )

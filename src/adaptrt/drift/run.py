@@ -22,7 +22,7 @@ from .study import BASELINES, DriftConfig, DriftStudyResult, run_folds
 
 __all__ = ["drift_section", "run_drift_study", "save_models", "verdicts"]
 
-MODELS_FOLDER = "models"
+MODELS_FOLDER = "models/drift"
 _SUMMARY_COLS = ("mae", "psnr", "ssim", "mae_roi", "drift_r", "drift_mae", "drift_r_truth", "dice_post_gtv")
 
 
@@ -99,7 +99,7 @@ def verdicts(result: DriftStudyResult) -> list[str]:
 
 
 def save_models(run: RunFolder, models: dict[str, Any]) -> None:
-    """Save fitted :class:`DriftModel`s as ``models/<name>.pt`` with a SHA-256 ``models/manifest.json``.
+    """Save fitted :class:`DriftModel`s as ``models/drift/<name>.pt`` with a SHA-256 ``models/drift/manifest.json``.
 
     The checkpoint bytes are made in memory, so identical runs give byte-identical files (no staging name in
     the archive)."""
@@ -336,7 +336,7 @@ def drift_section(
             if data is not None:
                 run.write_json(f"{MODELS_FOLDER}/drift_data.json", data)
             sec.text(
-                f"Final models ({', '.join(models)}) fitted on all lesions, saved in models/ with SHA-256 "
+                f"Final models ({', '.join(models)}) fitted on all lesions, saved in models/drift/ with SHA-256 "
                 "checksums, for `adaptrt drift predict`."
             )
     return result

@@ -143,8 +143,8 @@ class DriftConfig:
 
 
 #: Network widths: see docs/drift.md ("Widths") for the measurements behind them.
-PAPER_WIDTHS = (16, 32, 64)
-QUICK_WIDTHS = (8, 16, 32)
+PAPER_WIDTHS = (8, 16, 32)
+QUICK_WIDTHS = (4, 8, 16)
 
 
 def drift_config(profile: Profile = "quick", **changes: Any) -> DriftConfig:

@@ -15,7 +15,7 @@ Run folder::
                                        equal-volume CTVs, Wilcoxon tests, training history, loss comparison,
                                        β sweep, modality ablation, repeated splits
     models/dl_ctv.pt, dl_ctv.json      the DL-CTV model and its SHA-256 (``adaptrt target predict``)
-    results/exclusions.csv, results/summary.json
+    results/target_exclusions.csv, results/target_summary.json
     figures/*.png
 """
 
@@ -277,7 +277,7 @@ def _importance_rows(forests: Sequence[ForestResult]) -> list[dict[str, Any]]:
 
 
 def write_results(run: RunFolder, results: TargetResults) -> None:
-    """The study's tables (CSV) and ``results/summary.json``."""
+    """The study's tables (CSV) and ``results/target_summary.json``."""
     d = results.data
     run.write_csv("results/patients.csv", pattern_rows(d.patterns))
     run.write_csv("results/pattern_summary.csv", pattern_table(d.patterns))
@@ -304,12 +304,12 @@ def write_results(run: RunFolder, results: TargetResults) -> None:
     if imp:
         run.write_csv("results/feature_importance.csv", imp)
     run.write_csv(
-        "results/exclusions.csv",
+        "results/target_exclusions.csv",
         [{"patient_id": e.patient_id, "scope": e.scope, "reason": e.reason} for e in d.exclusions]
         or [{"patient_id": "", "scope": "", "reason": "none"}],
     )
     run.write_json(
-        "results/summary.json",
+        "results/target_summary.json",
         {
             "n_patients_pattern": len(d.patterns),
             "n_patients_voxel": len(d.voxels),
