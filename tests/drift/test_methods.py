@@ -113,3 +113,19 @@ def test_evaluation_helpers_on_hand_made_images() -> None:
     # the no-change prediction: drift r undefined (constant map) -> NaN, not a silent 0
     m0 = lesion_metrics(img, np.zeros_like(img), img, post, pre_mask, post_mask, thr)
     assert np.isnan(m0["drift_r"]) and m0["area_ratio_pred"] == pytest.approx(1.0)
+
+
+def test_x0_weighted_noise_loss_has_the_same_minimiser() -> None:
+    """With eps_hat = eps*, both the paper's noise MSE and the x0-weighted option are exactly zero."""
+    sched = sch.make_schedule()
+    g = torch.Generator().manual_seed(1)
+    pre = torch.rand(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    post = torch.rand(3, 1, 8, 8, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 10, 20])
+    x_t = sch.q_sample(pre, t, torch.randn(pre.shape, generator=g, dtype=torch.float64), sched, 0.2)
+    eps_star = sch.eps_target(x_t, post, t, sched, 0.2)
+    torch.testing.assert_close(sch.predict_x0(x_t, eps_star, t, sched, 0.2), post)
+    m = DriftModel(dataclasses.replace(TINY, method="method2", eps_loss="x0"), seed=0, device="cpu")
+    pre_np = pre[:, 0].float().numpy()
+    m.fit(pre_np, post[:, 0].float().numpy())
+    assert np.isfinite(m.history_[-1]["recon"])

@@ -60,7 +60,7 @@ def test_run_writes_every_table_figure_and_the_report(run_dir: Path, cohort_dir:
         "forests",
         "forest_folds",
         "feature_importance",
-        "exclusions",
+        "target_exclusions",
     ):
         assert (run_dir / "results" / f"{name}.csv").is_file(), name
     for name in ("ctv_metrics", "ctv_summary", "ctv_wilcoxon", "ctv_coverage_volume"):  # item 6

@@ -16,6 +16,9 @@ Methods (``DriftModelConfig.method``)
     a term proportional to ``pre - post``, so the network learns the drift through the noise. Loss:
     ``recon_weight * MSE(eps) + drift_weight * (MSE + drift_ssim (1 - SSIM))(drift)``. Inference starts from
     the pre image noised at the last step and runs the DDIM reverse steps (eqs. 4-5, eta 0 by default).
+    ``eps_loss="x0"`` (not the paper's) measures the same error as the MSE of eq. 4's estimate x̂0 against the
+    post image, i.e. weights step t by (1 - abar_t) s² / abar_t: the unweighted MSE on eps* is dominated by the
+    least noisy steps, where eps* carries the drift times about 22.
 ``"regression"``
     Baseline: the same backbone with no noise and a constant step; pre -> post and drift in one pass, with
     Method 1's loss. It tells whether noise adds anything over direct image-to-image regression.
@@ -94,6 +97,7 @@ class DriftModelConfig:
     eval_step: int = 0
     n_classes: int = 0
     log_every: int = 25
+    eps_loss: Literal["eps", "x0"] = "eps"
 
     def __post_init__(self) -> None:
         name = "DriftModelConfig"
@@ -121,6 +125,8 @@ class DriftModelConfig:
             raise bad_parameter(name, "recon_ssim", "a fraction in [0, 1]", self.recon_ssim)
         if not (is_int(self.eval_step) and 0 <= self.eval_step < self.T):
             raise bad_parameter(name, "eval_step", f"an int in [0, T - 1 = {self.T - 1}]", self.eval_step)
+        if self.eps_loss not in ("eps", "x0"):
+            raise bad_parameter(name, "eps_loss", "'eps' or 'x0'", self.eps_loss)
         if not (is_int(self.n_classes) and self.n_classes >= 0):
             raise bad_parameter(name, "n_classes", "an int >= 0", self.n_classes)
 
@@ -308,7 +314,10 @@ class DriftModel:
             drift_term = drift_mse
             if cfg.drift_ssim > 0:
                 drift_term = drift_term + cfg.drift_ssim * _ssim_loss(drift_hat, drift, 2.0)
-            if cfg.method == "method2":
+            if cfg.method == "method2" and cfg.eps_loss == "x0":
+                # the same minimiser, each step weighted by (1 - abar) s^2 / abar: an MSE of eq. 4's x0 estimate
+                recon = F.mse_loss(sch.predict_x0(x_in, image_hat, t, sched, noise_scale=s), post)
+            elif cfg.method == "method2":
                 target = sch.eps_target(x_in, post, t, sched, noise_scale=s)
                 recon = F.mse_loss(image_hat, target)
             else:
