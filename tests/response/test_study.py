@@ -114,7 +114,7 @@ def test_too_few_lesions_of_a_class(tiny_manifest, tmp_path, capsys):
         ]
     )
     err = capsys.readouterr().err
-    assert code == 2 and "fewer than two lesions" in err and "Traceback" not in err
+    assert code == 2 and "needs both classes" in err and "Traceback" not in err
     assert not out.exists()
 
 
