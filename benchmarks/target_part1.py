@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"simulated {args.patients} patients in {time.perf_counter() - t0:.1f} s (not counted)")
         rss_before = _peak_rss_mb()
-        cfg = target_config(args.profile, seed=args.seed, n_jobs=args.jobs)
+        cfg = target_config(args.profile, seed=args.seed, n_jobs=args.jobs, dl=False)  # part 1 only
         t0 = time.perf_counter()
         out = run_target_study(manifest, Path(tmp) / "run", cfg, progress=False)
         elapsed = time.perf_counter() - t0
