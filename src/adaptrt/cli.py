@@ -224,7 +224,11 @@ def _cmd_response_predict(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
-    print(f"predictions written: {out / 'results' / 'predictions.csv'} (report: {out / 'report.html'})")
+    print(
+        f"predictions written: {out / 'results' / 'predictions.csv'} (report: {out / 'report.html'}); models: "
+        f"the final models of {args.run} (models/final_*), on {args.timepoint} cut with the first MRI's box "
+        "and the run's slices per lesion (column n_slices)"
+    )
     return EXIT_OK
 
 
@@ -239,8 +243,12 @@ def _cmd_response_explain(args: argparse.Namespace) -> int:
         cfg = ExplainConfig(target=args.target, boost_threshold=args.threshold)
     except InputError as exc:
         raise InputError(exc.problem, field="--threshold", fix="give a fraction in (0, 1], e.g. 0.5") from exc
+    if args.model is not None:
+        print(
+            "warning: --model is deprecated; use --run (the same run folder or model file)", file=sys.stderr
+        )
     out = explain_from_manifest(
-        args.model,
+        args.run if args.run is not None else args.model,
         args.manifest,
         args.lesion,
         args.out,
@@ -257,8 +265,10 @@ def _cmd_response_explain(args: argparse.Namespace) -> int:
     )
     rt = ", RTSTRUCT boost_rtstruct.dcm" if info["rtstruct"] else ""
     print(
-        f"lesion {info['lesion']} ({info['timepoint']}): P(responder) = {info['probability_responder']:.3f}; "
-        f"boost {size}; written to {out} (CAMs as NIfTI and PNG{rt}, summary explanation.json)"
+        f"lesion {info['lesion']} ({info['timepoint']}): P(responder) = {info['probability_responder']:.3f} "
+        f"from the {info.get('model_kind', 'model')} {info['model']['path'] if info.get('model') else ''}, on "
+        f"slice(s) {info.get('probability_slices')} ({info.get('crop', 'its box')}); CAMs on slices "
+        f"{info['slices']}; boost {size}; written to {out} (CAMs as NIfTI and PNG{rt}, summary explanation.json)"
     )
     return EXIT_OK
 
@@ -461,7 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
         "explain",
         help="CAMs of one lesion on its image grid and a boost sub-volume (NIfTI, PNG, RTSTRUCT) for review",
     )
-    re_.add_argument("--model", required=True, help="response run folder, or its models/cam_trial00.pt")
+    which = re_.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--run",
+        default=None,
+        help="response run folder (its final model models/final_cam.pt, the one `response predict` uses), or "
+        "a model file",
+    )
+    which.add_argument("--model", default=None, help="deprecated alias of --run")
     re_.add_argument("--manifest", required=True, help="lesion manifest that lists the lesion")
     re_.add_argument("--lesion", required=True, help="patient_id/lesion_id, e.g. P001/1")
     re_.add_argument("--timepoint", default="mri1", help="time point whose image is explained (default mri1)")

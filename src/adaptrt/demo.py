@@ -263,16 +263,17 @@ def _preprocessing(run: RunFolder, cohort: Cohort, pcfg: PreprocessConfig) -> No
 def _response(run: RunFolder, cohort: Cohort, rcfg: ResponseConfig, progress: bool) -> None:
     """The response study (Part I) on the demo cohort: the same outputs as ``adaptrt response run``."""
     from .response.final import fit_final_models, save_final_models
-    from .response.run import add_report_sections, write_results
+    from .response.run import add_report_sections, chance_reference, write_results
     from .response.study import prepare_cohort, run_trials
 
     lesions, notes = prepare_cohort(cohort, rcfg, progress=progress)
     results = run_trials(lesions, rcfg, progress=progress)
+    null = chance_reference(lesions, results, rcfg)
     final = fit_final_models(lesions, rcfg, progress=progress) if rcfg.fit_final else None
-    write_results(run, lesions, notes, results, rcfg)
+    write_results(run, lesions, notes, results, rcfg, null=null)
     if final is not None:
         save_final_models(final, run.stage)
-    add_report_sections(run, run.report, lesions, notes, results, rcfg, final=final)
+    add_report_sections(run, run.report, lesions, notes, results, rcfg, final=final, null=null)
 
 
 def _drift(run: RunFolder, cohort: Cohort, dcfg: DriftConfig, threshold: float, progress: bool) -> None:

@@ -230,7 +230,12 @@ def test_boost_is_the_threshold_applied_by_hand_inside_the_gtv(
     assert np.array_equal(expl.boost.array, by_hand)
     assert not (expl.boost.array & ~gtv.array).any()
     p = model.predict_proba(expl.slices.image, expl.slices.mask_bottleneck)
-    assert expl.probability == pytest.approx(float(p.mean())) and 0.0 <= expl.probability <= 1.0
+    assert expl.probability_all_slices == pytest.approx(float(p.mean()))
+    # the headline probability is that of the model's slices (the run's n_slices), as `response predict`
+    model_slices = prepare_lesion(image, gtv, dataclasses.replace(PRE, angles_deg=(0.0,)))
+    assert expl.model_slice_index == tuple(np.unique(model_slices.slice_index).tolist())
+    p_model = model.predict_proba(model_slices.image, model_slices.mask_bottleneck)
+    assert expl.probability == pytest.approx(float(p_model.mean())) and 0.0 <= expl.probability <= 1.0
     # a higher threshold gives a smaller boost inside the first one
     high = explain_lesion(
         model, image, gtv, preprocess=PRE, config=dataclasses.replace(expl.config, boost_threshold=0.9)
@@ -444,3 +449,33 @@ def test_a_nifti_manifest_gives_no_rtstruct(tmp_path: Path, run_folder: Path) ->
     info = json.loads((out / "explanation.json").read_text())
     assert info["rtstruct"] is None and not (out / "boost_rtstruct.dcm").exists()
     assert info["slices"] == np.flatnonzero(gtv.array.any(axis=(1, 2))).tolist()
+
+
+def test_cli_explain_takes_run_and_the_deprecated_model_alias(
+    tmp_path: Path, cohort: Path, run_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adaptrt.cli import main
+
+    base = ["response", "explain", "--manifest", str(cohort), "--lesion", "P001/1", "--target", "pos"]
+    assert main([*base, "--run", str(run_folder), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr()
+    # it says which model and which slices gave the probability
+    assert "trial-0 network" in out.out and "slice(s) [" in out.out
+    assert main([*base, "--model", str(run_folder), "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr()
+    assert "--model is deprecated; use --run" in out.err
+    a = json.loads((tmp_path / "a" / "explanation.json").read_text())
+    b = json.loads((tmp_path / "b" / "explanation.json").read_text())
+    assert a["probability_responder"] == b["probability_responder"]
+
+
+def test_a_later_time_point_is_cut_with_the_first_mri_box(model: AutoencoderClassifier) -> None:
+    image1, gtv1 = lesion()
+    image2, gtv2 = lesion(radius_mm=5.0)  # shrunken at the second MRI: its own box would be smaller
+    expl = explain_lesion(
+        model, image2, gtv2, preprocess=PRE, first=(image1, gtv1), config=ExplainConfig(target="pos")
+    )
+    first = prepare_lesion(image1, gtv1, dataclasses.replace(PRE, angles_deg=(0.0,)))
+    own = prepare_lesion(image2, gtv2, dataclasses.replace(PRE, angles_deg=(0.0,)))
+    assert expl.slices.box == first.box != own.box
+    assert expl.model_slice_index == tuple(np.unique(first.slice_index).tolist())

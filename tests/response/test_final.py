@@ -247,3 +247,52 @@ def test_identical_runs_give_identical_checkpoints(prepared, tmp_path):
         assert b"archive/data.pkl" in (manifest.parent / "final_cam.pt").read_bytes()
     assert set(digests[0]) == {"gradients", "cam"}
     assert digests[0] == digests[1]
+
+
+def test_second_mri_is_cut_with_the_first_mri_box(tiny_manifest, prepared):
+    # the same-box rule: every later time point is cut with the first MRI's box and slices
+    for d in prepared:
+        assert d.test_mri2.box == d.test_mri1.box
+        assert np.array_equal(d.test_mri2.slice_index, d.test_mri1.slice_index)
+        assert np.array_equal(np.unique(d.train.slice_index), np.unique(d.test_mri1.slice_index))
+    # the old rule (a box refitted to the shrunken second-MRI GTV) gives other boxes for some lesions
+    own = dataclasses.replace(_config(), later_crop="own", models=("gradients",))
+    lesions, _ = prepare_cohort(read_manifest(tiny_manifest), own)
+    assert any(d.test_mri2.box != d.test_mri1.box for d in lesions)
+
+
+def test_fixed_field_of_view_in_mm(tiny_manifest):
+    cfg = dataclasses.replace(_config(), fov_mm=40.0, models=("gradients",))
+    lesions, _ = prepare_cohort(read_manifest(tiny_manifest), cfg)
+    spacing = read_manifest(tiny_manifest).lesions[0]["mri1"].load_image().spacing
+    for d in lesions:
+        _, _, y0, y1, x0, x1 = d.test_mri1.box
+        assert (y1 - y0) * spacing[1] == pytest.approx(40.0, abs=spacing[1])
+        assert (x1 - x0) * spacing[2] == pytest.approx(40.0, abs=spacing[2])
+        assert d.test_mri2.box == d.test_mri1.box == d.train.box
+    with pytest.raises(InputError, match="fov_mm must be null or a positive number"):
+        dataclasses.replace(cfg, fov_mm=-1.0)
+
+
+def test_explain_and_predict_agree_on_a_lesion(final, saved, tiny_manifest, tmp_path):
+    from adaptrt.config import to_jsonable
+    from adaptrt.response.explain import ExplainConfig, explain_from_manifest
+
+    (saved / "config.json").write_text(json.dumps(to_jsonable(_config())))
+    cohort = read_manifest(tiny_manifest)
+    key = cohort.lesions[0].key
+    for timepoint in ("mri1", "mri2"):
+        pred = {r["lesion"]: r for r in predict_cohort(load_final_models(saved), cohort, timepoint=timepoint)}
+        out = explain_from_manifest(
+            saved,
+            tiny_manifest,
+            key,
+            tmp_path / f"ex_{timepoint}",
+            timepoint=timepoint,
+            config=ExplainConfig(),
+        )
+        info = json.loads((out / "explanation.json").read_text())
+        # by default explain uses the final model (the one predict uses) and the same slices
+        assert info["model"]["path"].endswith("final_cam.pt") and info["model_kind"].startswith("final model")
+        assert len(info["probability_slices"]) == pred[key]["n_slices"]
+        assert info["probability_responder"] == pytest.approx(pred[key]["p_cam"], abs=1e-6)

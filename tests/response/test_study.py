@@ -92,7 +92,21 @@ def test_cli_run_folder(tiny_manifest, tmp_path, capsys):
     assert [r["metric"] for r in rows][:2] == ["sensitivity", "specificity"]
     summary = json.loads((out / "results" / "summary.json").read_text())
     assert summary["n_trials"] == 2 and summary["n_lesions"] == TINY.n_lesions
-    assert "Table 1" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "Table 1" in report
+    # chance, stated: the null band and one verdict per model, in the results and the report
+    chance = summary["chance"]
+    low, high = chance["null_band_90"]
+    assert low < high and chance["n_permutations"] == 50 and chance["null_models"] == ["gradients", "pixels"]
+    assert [v["model"] for v in chance["verdicts"]] == ["gradients", "gradients"]  # mri2, mri1
+    assert chance["verdicts"][0]["verdict"] in ("above chance", "at chance", "below chance")
+    assert summary["positive_class"].startswith("responder")
+    assert "what it found" in report and chance["verdicts"][0]["sentence"].split(" — ")[0] in report
+    assert "permuted 50 times" in report and "SAME 2 splits" in report
+    with (out / "results" / "chance.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == 2
+    # no staging folder in what the user reads
+    assert ".partial" not in report and ".partial" not in json.dumps(summary)
 
 
 def test_too_few_lesions_of_a_class(tiny_manifest, tmp_path, capsys):

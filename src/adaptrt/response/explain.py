@@ -10,8 +10,11 @@ Steps (:func:`explain_lesion`)
 ------------------------------
 1. The lesion is prepared as for the model's training (:func:`adaptrt.preprocess.prepare_lesion` with the
    training run's size, margin and normalisation) but with every GTV slice and no rotation, so the result
-   is 3-D and each sample maps back onto its slice exactly.
-2. ``P(responder)`` of the lesion is the mean of the per-slice probabilities.
+   is 3-D and each sample maps back onto its slice exactly. A later time point (``mri2``) is cut with the
+   first MRI's box and slices (the same-box rule, :func:`adaptrt.response.study.prepare_later`).
+2. ``P(responder)`` of the lesion is the mean of the probabilities of the *model's* slices (the run's
+   ``n_slices``, the slices ``adaptrt response predict`` uses), so that ``explain`` and ``predict`` give
+   one answer for one lesion; the mean over every GTV slice is reported as well.
 3. Each CAM method gives a ``(n, 64, 64)`` map per slice (set to 0 outside the GTV at the 64×64
    resolution), which :func:`adaptrt.preprocess.paste_back` resamples (bilinear) onto the crop box of the
    original grid.
@@ -63,12 +66,13 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from ..cohort import FIRST_TIMEPOINT
 from ..config import from_dict, to_jsonable
 from ..errors import InputError
 from ..io.atomic import atomic_dir, check_writable
 
 # paste_back lives in preprocess (the drift study needs it too; no study imports another); re-exported here
-from ..preprocess import LesionSlices, PreprocessConfig, paste_back, prepare_lesion, sample_like
+from ..preprocess import LesionSlices, PreprocessConfig, paste_back, sample_like
 from ..types import Volume
 from .cam import CamMethod
 from .train import BOTTLENECK_SIZE, IMAGE_SIZE, AutoencoderClassifier
@@ -102,7 +106,10 @@ CAM_FILE_TOKENS: Mapping[str, str] = MappingProxyType(
 )
 
 _METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "pixelwise")
-_DEFAULT_MODEL = Path("models") / "cam_trial00.pt"
+#: The model ``explain`` uses in a run folder by default: the final (deployment) model, the one ``predict``
+#: uses; the trial-0 network (trained on ~80 % of the lesions) only when a run has no final model.
+_DEFAULT_MODEL = Path("models") / "final_cam.pt"
+_TRIAL_MODEL = Path("models") / "cam_trial00.pt"
 _GTV_COLOUR = (255, 0, 0)
 # magenta is not in the jet colour map of the CAM overlays, so the boost outline stays visible on them
 _BOOST_COLOUR = (255, 0, 255)
@@ -212,6 +219,11 @@ class LesionExplanation:
         The settings used.
     preprocess
         The preprocessing used (the training run's, with ``n_slices`` = every GTV slice and ``angles_deg=(0,)``).
+    model_slice_index
+        The source slices whose mean probability is ``probability`` (the run's ``n_slices``, as in
+        ``adaptrt response predict``).
+    probability_all_slices
+        The mean probability over every GTV slice (``sample_probabilities``).
     """
 
     probability: float
@@ -223,6 +235,8 @@ class LesionExplanation:
     sample_probabilities: NDArray[np.float64]
     config: ExplainConfig
     preprocess: PreprocessConfig
+    model_slice_index: tuple[int, ...] = ()
+    probability_all_slices: float = math.nan
 
     def __post_init__(self) -> None:
         for name in ("cams", "cams_normalised", "sample_cams"):
@@ -264,6 +278,8 @@ def explain_lesion(
     *,
     preprocess: PreprocessConfig,
     config: ExplainConfig | None = None,
+    first: tuple[Volume, Volume] | None = None,
+    fov_mm: float | None = None,
 ) -> LesionExplanation:
     """CAMs of every GTV slice of one lesion on its image grid, and the boost sub-volume.
 
@@ -282,6 +298,11 @@ def explain_lesion(
         ``angles_deg`` are replaced by every GTV slice and ``(0.0,)``). Size 64 and bottleneck 16.
     config
         What to explain and how to threshold; ``ExplainConfig()`` when None.
+    first
+        ``(image, gtv)`` of the lesion's first MRI when ``image`` is a later, co-registered time point: the
+        later image is then cut with the first MRI's box and slices. None: ``image`` is the first MRI.
+    fov_mm
+        The run's fixed field of view in mm (``ResponseConfig.fov_mm``), or None (the GTV box).
 
     Returns
     -------
@@ -300,14 +321,24 @@ def explain_lesion(
     cfg = ExplainConfig() if config is None else config
     if not isinstance(cfg, ExplainConfig):
         raise InputError(f"config must be an ExplainConfig, got {type(cfg).__name__}", field="config")
+    from .study import prepare_first, prepare_later
+
     base = _check_preprocess(preprocess)
     gtv_b = gtv if gtv.is_mask else gtv.with_array(gtv.array != 0)
-    n_gtv = int(np.count_nonzero(gtv_b.array.any(axis=(1, 2))))
+    img1, gtv1 = (image, gtv_b) if first is None else first
+    gtv1 = gtv1 if gtv1.is_mask else gtv1.with_array(gtv1.array != 0)
+    n_gtv = int(np.count_nonzero(gtv1.array.any(axis=(1, 2))))
     # n_slices must be odd; asking for one more than there are selects them all (select_slices never
     # takes a slice without GTV)
     used = dataclasses.replace(base, n_slices=max(1, n_gtv + (1 - n_gtv % 2)), angles_deg=(0.0,))
-    slices = prepare_lesion(image, gtv_b, used)
+    model_cfg = dataclasses.replace(base, angles_deg=(0.0,))
+    slices = prepare_first(img1, gtv1, used, fov_mm=fov_mm)
+    model_slices = prepare_first(img1, gtv1, model_cfg, fov_mm=fov_mm)
+    if first is not None:
+        slices = prepare_later(image, gtv_b, slices, used)
+        model_slices = prepare_later(image, gtv_b, model_slices, model_cfg)
     per_slice = model.predict_proba(slices.image, slices.mask_bottleneck)
+    p_model = model.predict_proba(model_slices.image, model_slices.mask_bottleneck)
     cams: dict[str, Volume] = {}
     cams_norm: dict[str, Volume] = {}
     sample_cams: dict[str, NDArray[np.float32]] = {}
@@ -333,7 +364,7 @@ def explain_lesion(
     boost = (cams_norm[cfg.boost_method].array >= cfg.boost_threshold) & gtv_b.array
     boost = _drop_small(boost, cfg.min_boost_voxels)
     return LesionExplanation(
-        probability=float(np.mean(per_slice)),
+        probability=float(np.mean(p_model)),
         cams=cams,
         cams_normalised=cams_norm,
         boost=gtv_b.with_array(boost),
@@ -342,6 +373,8 @@ def explain_lesion(
         sample_probabilities=np.asarray(per_slice, dtype=np.float64),
         config=cfg,
         preprocess=used,
+        model_slice_index=tuple(int(i) for i in np.unique(model_slices.slice_index)),
+        probability_all_slices=float(np.mean(per_slice)),
     )
 
 
@@ -374,11 +407,16 @@ def _figure(expl: LesionExplanation, method: str, boost_samples: NDArray[np.bool
     cam = expl.sample_cams[method]
     for i, ax in enumerate(axes.ravel()[:n]):
         ax.imshow(s.image[i], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.imshow(np.ma.masked_where(cam[i] <= 0, cam[i]), cmap="jet", vmin=0, vmax=1, alpha=0.5)
+        im = ax.imshow(np.ma.masked_where(cam[i] <= 0, cam[i]), cmap="jet", vmin=0, vmax=1, alpha=0.5)
+        cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+        cb.ax.tick_params(labelsize=5)
         for region, colour, width in ((s.mask[i], "red", 0.8), (boost_samples[i], "magenta", 1.2)):
             if region.any() and not region.all():
                 ax.contour(region.astype(float), levels=[0.5], colors=colour, linewidths=width)
-        ax.set_title(f"slice {int(s.slice_index[i])}  P={expl.sample_probabilities[i]:.2f}", fontsize=7)
+        empty = "" if np.any(cam[i] > 0) else "\nCAM all 0: no evidence for the class"
+        ax.set_title(
+            f"slice {int(s.slice_index[i])}  P={expl.sample_probabilities[i]:.2f}{empty}", fontsize=7
+        )
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     return fig
@@ -558,6 +596,12 @@ def write_explanation(
         record: dict[str, Any] = {
             "lesion": lesion_key,
             "probability_responder": expl.probability,
+            "probability_slices": list(expl.model_slice_index),
+            "probability_note": (
+                f"mean over the model's slice(s) {list(expl.model_slice_index)} (the run's slices per "
+                "lesion, as adaptrt response predict); CAMs and the boost cover every GTV slice"
+            ),
+            "probability_all_slices": expl.probability_all_slices,
             "probability_per_slice": expl.sample_probabilities.tolist(),
             "slices": expl.slices.slice_index.tolist(),
             "target": cfg.target,
@@ -597,7 +641,8 @@ def resolve_model(path: str | os.PathLike[str]) -> tuple[Path, Path | None]:
     Parameters
     ----------
     path
-        A run folder of ``adaptrt response run`` (the model is ``models/cam_trial00.pt``, or the only
+        A run folder of ``adaptrt response run`` (the model is the final model ``models/final_cam.pt``, the
+        one ``adaptrt response predict`` uses; else ``models/cam_trial00.pt``; else the only
         ``models/*.pt``), or a model file (its run's ``config.json`` is looked for next to its ``models/``
         folder).
 
@@ -615,14 +660,16 @@ def resolve_model(path: str | os.PathLike[str]) -> tuple[Path, Path | None]:
     if p.is_dir():
         model = p / _DEFAULT_MODEL
         if not model.is_file():
+            model = p / _TRIAL_MODEL
+        if not model.is_file():
             found = sorted((p / "models").glob("*.pt")) if (p / "models").is_dir() else []
             if len(found) != 1:
                 raise InputError(
-                    f"no model {_DEFAULT_MODEL} in the run folder"
+                    f"no model {_DEFAULT_MODEL} or {_TRIAL_MODEL} in the run folder"
                     + (f" and {len(found)} other .pt files in models/" if found else ""),
                     path=p,
                     field="model",
-                    fix="point --model to the model file, or to a response run that trained the CAM model "
+                    fix="point --run to the model file, or to a response run that trained the CAM model "
                     "(models 'cam')",
                 )
             model = found[0]
@@ -659,6 +706,34 @@ def _run_preprocess(config_json: Path) -> PreprocessConfig:
         return from_dict(PreprocessConfig, section, _where="preprocess")
     except InputError as exc:
         raise InputError(exc.problem, path=config_json, field=exc.field, fix=exc.fix) from exc
+
+
+def _run_fov(config_json: Path | None) -> float | None:
+    """The run's ``fov_mm`` (None when absent: older runs, or the first MRI's GTV box)."""
+    if config_json is None:
+        return None
+    try:
+        data = json.loads(config_json.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    owner = (
+        data.get("response") if isinstance(data, dict) and isinstance(data.get("response"), dict) else data
+    )
+    value = owner.get("fov_mm") if isinstance(owner, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InputError(f"fov_mm must be null or a positive number, got {value!r}", path=config_json)
+    return float(value)
+
+
+def _model_kind(model_file: Path) -> str:
+    name = model_file.name
+    if name.startswith("final_"):
+        return "final model (fitted on all usable lesions; the model adaptrt response predict uses)"
+    if name == _TRIAL_MODEL.name:
+        return "trial-0 network (trained on about 80 % of the lesions; not the deployment model)"
+    return "a model file given by the user"
 
 
 def explain_from_manifest(
@@ -754,13 +829,27 @@ def explain_from_manifest(
     model = AutoencoderClassifier.load(model_file)
     image = tp.load_image()
     gtv = tp.load_mask()
+    first: tuple[Volume, Volume] | None = None
+    if timepoint != FIRST_TIMEPOINT:
+        if FIRST_TIMEPOINT not in lesion.timepoints:
+            raise InputError(
+                f"lesion {key!r} has no {FIRST_TIMEPOINT!r} row: a later time point is cut with the first "
+                "MRI's box and slices",
+                path=mpath,
+                field="timepoint",
+                fix=f"add the lesion's {FIRST_TIMEPOINT} image and GTV to the manifest",
+            )
+        tp1 = lesion.timepoints[FIRST_TIMEPOINT]
+        first = (tp1.load_image(), tp1.load_mask())
     series = None
     if tp.image.kind == "dicom":
         from ..io.dicom import read_dicom_series
 
         series = read_dicom_series(tp.image.path)
     try:
-        expl = explain_lesion(model, image, gtv, preprocess=preprocess, config=cfg)
+        expl = explain_lesion(
+            model, image, gtv, preprocess=preprocess, config=cfg, first=first, fov_mm=_run_fov(run_config)
+        )
     except InputError as exc:
         if exc.path is not None:
             raise
@@ -777,6 +866,8 @@ def explain_from_manifest(
         "image": str(tp.image.path),
         "mask": str(tp.mask.path),
         "roi": tp.mask.roi,
+        "model_kind": _model_kind(model_file),
+        "crop": "the first MRI's box and slices" if first is not None else "the first MRI's box",
     }
     return write_explanation(
         expl,

@@ -56,15 +56,33 @@ def feature_maps(image: NDArray[Any], maps: NDArray[Any], grads: NDArray[Any], t
     axes[0, 0].imshow(image, cmap="gray", vmin=0, vmax=1)
     axes[0, 0].set_title(title, fontsize=7)
     for j in range(k):
-        axes[0, j + 1].imshow(maps[j], cmap="viridis")
-        axes[0, j + 1].set_title(f"feature map {j + 1}", fontsize=7)
+        im = axes[0, j + 1].imshow(maps[j], cmap="viridis")
+        _colorbar(fig, im, axes[0, j + 1])
+        empty = " (all 0)" if not np.any(maps[j]) else ""
+        axes[0, j + 1].set_title(f"feature map {j + 1}{empty}", fontsize=7)
         lim = float(np.max(np.abs(grads[j]))) or 1.0
-        axes[1, j + 1].imshow(grads[j], cmap="RdBu_r", vmin=-lim, vmax=lim)
+        im = axes[1, j + 1].imshow(grads[j], cmap="RdBu_r", vmin=-lim, vmax=lim)
+        _colorbar(fig, im, axes[1, j + 1])
         axes[1, j + 1].set_title(f"∂y/∂A {j + 1}", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def _colorbar(fig: Any, mappable: Any, ax: Any, label: str | None = None) -> Any:
+    cb = fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.03)
+    cb.ax.tick_params(labelsize=5)
+    if label:
+        cb.set_label(label, fontsize=5)
+    return cb
+
+
+def _cam_overlay(fig: Any, ax: Any, cam: NDArray[Any]) -> bool:
+    """Overlay a normalised CAM (jet, 0-1) with a colour bar; return False when the CAM is all zero."""
+    im = ax.imshow(np.ma.masked_where(cam <= 0, cam), cmap="jet", vmin=0, vmax=1, alpha=0.55)
+    _colorbar(fig, im, ax, "CAM / max")
+    return bool(np.any(cam > 0))
 
 
 def cam_examples(
@@ -85,15 +103,15 @@ def cam_examples(
         for c, (m, t) in enumerate(cols):
             ax = axes[r, c + 1]
             ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            why = ""
             if (m, t) in cams:
-                ax.imshow(
-                    np.ma.masked_where(cams[(m, t)] <= 0, cams[(m, t)]),
-                    cmap="jet",
-                    vmin=0,
-                    vmax=1,
-                    alpha=0.55,
-                )
-            ax.set_title(f"{_METHOD_TITLES[m]}\n{'POS (true)' if t == 'true' else 'NEG (other)'}", fontsize=6)
+                if not _cam_overlay(fig, ax, cams[(m, t)]):
+                    why = "\nall 0: no evidence for this class"
+            else:
+                why = "\nnot computed"
+            ax.set_title(
+                f"{_METHOD_TITLES[m]}\n{'POS (true)' if t == 'true' else 'NEG (other)'}{why}", fontsize=6
+            )
     fig.tight_layout()
     return fig
 
@@ -112,10 +130,10 @@ def cam_gallery(
         ax.axis("off")
     for ax, (title, image, gtv, cam, truth) in zip(axes.ravel(), items, strict=False):
         ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-        ax.imshow(np.ma.masked_where(cam <= 0, cam), cmap="jet", vmin=0, vmax=1, alpha=0.55)
+        has = _cam_overlay(fig, ax, cam)
         ax.contour(gtv.astype(float), levels=[0.5], colors="red", linewidths=0.6)
         if truth is not None and truth.any():
             ax.contour(truth.astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
-        ax.set_title(title, fontsize=6)
+        ax.set_title(title + ("" if has else "\nCAM all 0: no evidence for its class"), fontsize=6)
     fig.tight_layout()
     return fig

@@ -65,7 +65,15 @@ from ..preprocess import LesionSlices, PreprocessConfig
 from ..types import Volume
 from .gradients import GradientConfig
 from .radiomics import RadiomicsConfig
-from .study import MODEL_NAMES, NETWORK_MODELS, LesionData, ResponseConfig, network_train_config
+from .study import (
+    MODEL_NAMES,
+    NETWORK_MODELS,
+    LesionData,
+    ResponseConfig,
+    network_train_config,
+    prepare_first,
+    prepare_later,
+)
 
 __all__ = [
     "FEATURE_KINDS",
@@ -146,6 +154,9 @@ class FinalModels:
         ``{lesion key: fingerprint}`` of the training lesions (:func:`lesion_fingerprint` of the first MRI).
     adaptrt_version
         Version of adaptrt that fitted the models.
+    fov_mm
+        The study's fixed field of view in mm, or None (the first MRI's GTV box); see
+        :class:`adaptrt.response.study.ResponseConfig`.
     """
 
     networks: Mapping[str, Any]
@@ -161,6 +172,7 @@ class FinalModels:
     n_samples: Mapping[str, int]
     training_lesions: Mapping[str, str]
     adaptrt_version: str = __version__
+    fov_mm: float | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -268,6 +280,7 @@ def fit_final_models(
         n_patients=len({d.lesion.patient_id for d in lesions}),
         n_samples=n_samples,
         training_lesions={d.key: lesion_fingerprint(d.test_mri1) for d in lesions},
+        fov_mm=config.fov_mm,
     )
 
 
@@ -377,6 +390,7 @@ def save_final_models(models: FinalModels, folder: str | Path, *, overwrite: boo
         "n_responders": models.n_responders,
         "n_patients": models.n_patients,
         "preprocess": to_jsonable(models.preprocess),
+        "fov_mm": models.fov_mm,
         "radiomics": to_jsonable(models.radiomics),
         "gradients": to_jsonable(models.gradients),
         "models": entries,
@@ -557,10 +571,22 @@ def load_final_models(run_folder: str | Path, *, device: str | None = None) -> F
         n_samples=n_samples,
         training_lesions=lesions,
         adaptrt_version=str(data.get("adaptrt_version", "?")),
+        fov_mm=_saved_fov(data.get("fov_mm"), path=mpath),
     )
 
 
 # ---------------------------------------------------------------------------------------------- predict
+def _saved_fov(value: Any, *, path: Path) -> float | None:
+    """The ``fov_mm`` of a saved manifest.json (absent in older runs: None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InputError(
+            f"fov_mm must be null or a positive number, got {value!r}", path=path, field="fov_mm"
+        )
+    return float(value)
+
+
 def _check_timepoint(timepoint: str, cohort: Cohort) -> None:
     if timepoint not in PREDICT_TIMEPOINTS:
         raise InputError(
@@ -598,7 +624,9 @@ def predict_cohort(
 
     Each lesion's image and GTV at ``timepoint`` are preprocessed exactly as the study's test lesions were
     (``models.preprocess`` without rotations; ``models.radiomics`` / ``models.gradients`` for the
-    features). Labels (follow-ups) are not needed.
+    features): the second MRI with the first MRI's box and slices (the same-box rule,
+    :func:`adaptrt.response.study.prepare_later`), so a lesion needs its ``mri1`` row for ``mri2`` too.
+    Labels (follow-ups) are not needed.
 
     Parameters
     ----------
@@ -629,7 +657,6 @@ def predict_cohort(
     """
     from tqdm.auto import tqdm
 
-    from ..preprocess import prepare_lesion
     from .features import features_table
     from .gradients import gradient_features
     from .radiomics import radiomics_features
@@ -661,7 +688,7 @@ def predict_cohort(
         if FIRST_TIMEPOINT in les.timepoints:
             try:
                 img1, gtv1 = les[FIRST_TIMEPOINT].load_image(), les[FIRST_TIMEPOINT].load_mask()
-                first = (img1, gtv1, prepare_lesion(img1, gtv1, test_cfg))
+                first = (img1, gtv1, prepare_first(img1, gtv1, test_cfg, fov_mm=models.fov_mm))
             except InputError as exc:
                 first_problem = exc.problem
         seen = _seen_by(les, None if first is None else lesion_fingerprint(first[2]), keys, fingerprints)
@@ -675,9 +702,15 @@ def predict_cohort(
             if timepoint not in les.timepoints:
                 row.update(status="excluded", reason=f"no {timepoint!r} row in the manifest")
                 continue
+            if first is None:
+                row.update(
+                    status="excluded",
+                    reason=f"{first_problem} (the {timepoint} image is cut with the first MRI's box)",
+                )
+                continue
             try:
                 image, gtv = les[timepoint].load_image(), les[timepoint].load_mask()
-                ls = prepare_lesion(image, gtv, test_cfg)
+                ls = prepare_later(image, gtv, first[2], test_cfg)
             except InputError as exc:
                 row.update(status="excluded", reason=exc.problem)
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,9 @@ import numpy as np
 from ..io.atomic import check_writable
 from ..report.html import Report
 from ..report.run import RunFolder, command_line
+from .chance import NullBand, auc_verdicts, cam_verdicts, study_null
 from .study import (
+    CAM_METHODS,
     MODEL_NAMES,
     LesionData,
     ResponseConfig,
@@ -70,6 +73,7 @@ def run_response_study(
     lesions, notes = prepare_cohort(cohort, config, progress=progress)
     check_usable_lesions(cohort, lesions, notes, config.threshold, manifest=manifest)
     results = run_trials(lesions, config, progress=progress)
+    null = chance_reference(lesions, results, config)
     final = fit_final_models(lesions, config, progress=progress) if config.fit_final else None
     command = command_line("run_response_study")
     with RunFolder(
@@ -81,13 +85,34 @@ def run_response_study(
         title="adaptrt response study (Part I)",
         started=started,
     ) as run:
-        write_results(run, lesions, notes, results, config)
+        write_results(run, lesions, notes, results, config, null=null)
         if final is not None:
             save_final_models(final, run.stage)
         add_report_sections(
-            run, run.report, lesions, notes, results, config, final=final, truth_note=truth_note
+            run, run.report, lesions, notes, results, config, final=final, truth_note=truth_note, null=null
         )
     return Path(out)
+
+
+def chance_reference(
+    lesions: Sequence[LesionData], results: ResponseResults, config: ResponseConfig
+) -> NullBand | None:
+    """The permutation null band of the mean AUC with the study's splits (:mod:`adaptrt.response.chance`);
+    None when ``config.n_permutations`` is 0."""
+    return study_null(
+        lesions,
+        results.splits,
+        models=config.models,
+        n_permutations=config.n_permutations,
+        seed=config.seed,
+        profile=config.profile,
+        n_jobs=config.workers or os.cpu_count() or 1,
+    )
+
+
+def _shown_models(results: ResponseResults) -> dict[str, str]:
+    present = {r["model"] for r in results.metric_rows}
+    return {k: v for k, v in MODEL_NAMES.items() if k in present}
 
 
 def write_results(
@@ -96,8 +121,14 @@ def write_results(
     notes: Sequence[str],
     results: ResponseResults,
     config: ResponseConfig,
+    *,
+    null: NullBand | None = None,
 ) -> None:
-    """The study's tables (CSV + JSON) and the trial-0 model checkpoint."""
+    """The study's tables (CSV + JSON) and the trial-0 model checkpoint.
+
+    ``null``: the permutation null band (:func:`chance_reference`); with it ``results/chance.csv`` (and
+    ``results/chance_cams.csv`` for scored CAMs) state each model's verdict against chance.
+    """
     run.write_csv("results/metrics_per_trial.csv", results.metric_rows)
     run.write_csv("results/predictions.csv", results.prediction_rows)
     run.write_csv("results/table1.csv", table1(results.metric_rows, test_set="mri2"))
@@ -110,6 +141,26 @@ def write_results(
     if results.cam_rows:
         run.write_csv("results/cam_scores_per_lesion.csv", results.cam_rows)
         run.write_csv("results/cam_scores.csv", cam_summary(results.cam_rows))
+    verdicts = [
+        v
+        for test_set in ("mri2", "mri1")
+        for v in auc_verdicts(
+            results.metric_rows, results.splits, null, _shown_models(results), test_set=test_set
+        )
+    ]
+    run.write_csv("results/chance.csv", verdicts)
+    cam_v = cam_verdicts(results.cam_rows, results.splits, methods=CAM_METHODS)
+    if cam_v:
+        run.write_csv("results/chance_cams.csv", cam_v)
+    if null is not None:
+        run.write_csv(
+            "results/permutation_null.csv",
+            [
+                {"permutation": i, "model": m, "mean_auc": float(v)}
+                for m, vals in null.values.items()
+                for i, v in enumerate(vals)
+            ],
+        )
     run.write_csv(
         "results/splits.csv",
         [
@@ -146,6 +197,16 @@ def write_results(
             "n_trials": len(results.splits),
             "table1": numbers,
             "comparisons": comp,
+            "positive_class": f"responder (GTV shrinkage >= {config.threshold:.0%} at follow-up)",
+            "chance": {
+                "null_band_90": None if null is None else [null.low, null.high],
+                "null_median": None if null is None else null.median,
+                "n_permutations": 0 if null is None else null.n_permutations,
+                "null_models": [] if null is None else list(null.models),
+                "cheap_models_true_labels": {} if null is None else dict(null.observed),
+                "verdicts": verdicts,
+                "cams": cam_v,
+            },
         },
     )
     if results.first_model is not None:
@@ -168,15 +229,21 @@ def add_report_sections(
     *,
     final: FinalModels | None = None,
     truth_note: str | None = None,
+    null: NullBand | None = None,
 ) -> None:
     """The study's sections of a report (also used by ``adaptrt demo``).
 
     ``final``: the saved final models; ``truth_note``: why a ``truth/lesions.csv`` next to the manifest was
-    ignored (:func:`adaptrt.response.study.read_truth_table`).
+    ignored (:func:`adaptrt.response.study.read_truth_table`); ``null``: the permutation null band
+    (:func:`chance_reference`), stated next to Table 1 and in the summary at the top.
     """
     from . import figures as rf
 
     n_resp = sum(d.label for d in lesions)
+    verdicts = auc_verdicts(results.metric_rows, results.splits, null, _shown_models(results))
+    cam_v = cam_verdicts(results.cam_rows, results.splits, methods=CAM_METHODS)
+    memorised = memorisation_note(results.history)
+    _summary_section(report, lesions, results, config, verdicts, cam_v, null, memorised)
     sec = report.section("Response study (Part I): protocol")
     n_train = int(np.mean([len(s.train) for s in results.splits]))
     n_test = int(np.mean([len(s.test) for s in results.splits]))
@@ -186,9 +253,10 @@ def add_report_sections(
         f"{config.threshold:.0%} at follow-up). {len(results.splits)} trials of grouped (by patient), stratified "
         f"splits, about {n_train} training / {n_test} test lesions each, the same splits for every model. "
         f"Training: first MRI, {len(config.preprocess.angles_deg)} rotations "
-        f"({', '.join(f'{a:g}' for a in config.preprocess.angles_deg)} degrees) of {config.preprocess.n_slices} "
-        f"slice(s) per lesion; test: second MRI (the paper's test images), no augmentation, dropout off; a "
-        f"lesion's probability is the mean over its slices. Autoencoder + classifier: {config.train.epochs} "
+        f"({', '.join(f'{a:g}' for a in config.preprocess.angles_deg)} degrees) of {_slices_text(config)} per "
+        f"lesion; test: the same slice(s) of the second MRI (the paper's test images), cut with "
+        f"{_crop_text(config)}, no augmentation, dropout off; a lesion's probability is the mean over its "
+        f"slices. Positive class: responder. Autoencoder + classifier: {config.train.epochs} "
         f"epochs, batch {config.train.batch_size}, AdamW lr {config.train.lr:g}, mode {config.train.mode}. "
         "Hyper-parameters are fixed in advance; no model is selected on the test part."
         + (
@@ -207,6 +275,7 @@ def add_report_sections(
 
     t1 = report.section("Table 1: test on the second MRI (mean ± SD over trials)")
     t1.table(table1(results.metric_rows, test_set="mri2"))
+    _chance_block(t1, verdicts, null, results)
     t1.text(
         "The same models tested on the first MRI of the held-out lesions (a prediction before treatment):"
     )
@@ -239,6 +308,8 @@ def add_report_sections(
             run.save_figure(rf.training_curves(results.history), "training_curves"),
             caption="Fig. 4B: loss and accuracy per epoch (test curves are for monitoring only)",
         )
+        if memorised:
+            fig_sec.note(memorised)
         model = results.first_model
         test = [lesions[i] for i in results.splits[0].test][:6]
         if model is not None and test:
@@ -257,9 +328,158 @@ def add_report_sections(
                 "(logit) with respect to them",
             )
     if results.example_cams:
-        _cam_sections(run, report, lesions, results)
+        _cam_sections(run, report, lesions, results, cam_v)
     if final is not None:
         _final_section(report, final)
+
+
+def _slices_text(config: ResponseConfig) -> str:
+    n = config.preprocess.n_slices
+    return (
+        "1 slice (the slice of largest GTV area)"
+        if n == 1
+        else f"up to {n} slices (the slice of largest GTV area and its GTV-holding neighbours)"
+    )
+
+
+def _crop_text(config: ResponseConfig) -> str:
+    if config.later_crop == "own":
+        return "a box refitted to its own GTV (later_crop='own': the measurement of the old, label-correlated rule)"
+    if config.fov_mm is not None:
+        return f"the first MRI's fixed {config.fov_mm:g} mm field of view"
+    return "the first MRI's box (same box, same slices)"
+
+
+def memorisation_note(history: Sequence[dict[str, Any]]) -> str | None:
+    """A note when the test loss rises while the training accuracy climbs (the network memorises).
+
+    Rule: over the last half of the epochs the training accuracy ends >= 0.9 and above its value at the
+    half, while the final test (second-MRI) loss is more than 10 % above its minimum. None otherwise, or
+    without test curves.
+    """
+    rows = [h for h in history if h.get("val_loss") is not None and h.get("train_acc") is not None]
+    if len(rows) < 4:
+        return None
+    half = rows[len(rows) // 2]
+    last = rows[-1]
+    best = min(float(h["val_loss"]) for h in rows)
+    if (
+        float(last["train_acc"]) >= 0.9
+        and float(last["train_acc"]) > float(half["train_acc"])
+        and float(last["val_loss"]) > 1.1 * best
+    ):
+        return (
+            f"Memorisation: in trial 0 the training accuracy climbs to {float(last['train_acc']):.2f} while the "
+            f"test loss rises from its minimum {best:.3f} to {float(last['val_loss']):.3f} at the last epoch: "
+            "the network learns its training lesions, not a rule that transfers to new ones (the test curves "
+            "are monitoring only; no epoch is chosen on them)."
+        )
+    return None
+
+
+def _chance_block(
+    sec: Any, verdicts: Sequence[dict[str, Any]], null: NullBand | None, results: ResponseResults
+) -> None:
+    n_trials = len(results.splits)
+    if null is not None:
+        sec.text(
+            f"Chance, stated. The labels of the lesions were permuted {null.n_permutations} times; for each "
+            f"permutation the cheap models ({', '.join(null.models)}; 'pixels' = logistic regression on the "
+            "16×16 block means of the crop) were refitted on every trial's training lesions and scored on its "
+            f"test lesions with the SAME {n_trials} splits, and the AUC averaged over the trials as in Table 1. "
+            f"90 % of these null means fall in [{null.low:.2f}, {null.high:.2f}] (median {null.median:.2f}): "
+            "a model without signal lands there under this protocol on this cohort. The network is not refitted "
+            "per permutation (minutes per fit); the cheap models share its splits and test sets. The ± SD "
+            "above is the spread over trials that reuse the same lesions, not a standard error; the interval "
+            "below is the Nadeau–Bengio corrected 95 % interval of the mean."
+        )
+    else:
+        sec.text(
+            "Chance, stated (no permutation null: n_permutations = 0). The interval is the Nadeau–Bengio "
+            "corrected 95 % interval of the mean over trials; the ± SD above is a spread, not a standard error."
+        )
+    sec.table(
+        [
+            {
+                "model": v["title"],
+                "mean AUC (mri2)": _fmt(v["mean_auc"]),
+                "corrected 95% interval": f"[{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]",
+                "null band (90%)": "–"
+                if v["null_low"] is None
+                else f"[{_fmt(v['null_low'])}, {_fmt(v['null_high'])}]",
+                "verdict": v["verdict"],
+            }
+            for v in verdicts
+        ]
+    )
+    for v in verdicts:
+        sec.text(v["sentence"])
+    if null is not None and null.observed:
+        sec.text(
+            "Cheap models with the true labels (mean AUC over the same splits): "
+            + ", ".join(f"{m} {_fmt(a, 2)}" for m, a in null.observed.items())
+            + "."
+        )
+
+
+def _summary_section(
+    report: Report,
+    lesions: Sequence[LesionData],
+    results: ResponseResults,
+    config: ResponseConfig,
+    verdicts: Sequence[dict[str, Any]],
+    cam_v: Sequence[dict[str, Any]],
+    null: NullBand | None,
+    memorised: str | None,
+) -> None:
+    sec = report.section("Response study (Part I): what it found")
+    n_resp = sum(d.label for d in lesions)
+    above = [v for v in verdicts if v["verdict"] == "above chance"]
+    lines = [
+        f"Question: does a lesion respond (positive class = responder: GTV shrinkage >= {config.threshold:.0%} "
+        f"at follow-up)? {len(lesions)} lesions ({n_resp} responders), {len(results.splits)} trials, tested on "
+        "the second MRI of held-out lesions."
+    ]
+    if above:
+        lines.append(
+            "Beats chance: "
+            + "; ".join(
+                f"{v['title']} (mean AUC {v['mean_auc']:.2f}, corrected 95 % [{v['ci_low']:.2f}, "
+                f"{v['ci_high']:.2f}]"
+                + (
+                    f", {v['mean_auc'] - null.high:+.2f} above the null band's top"
+                    if null is not None
+                    else ""
+                )
+                + ")"
+                for v in above
+            )
+            + "."
+        )
+    else:
+        lines.append("No model beats chance on this cohort.")
+    for v in verdicts:
+        if v["verdict"] != "above chance":
+            lines.append(v["sentence"])
+    loc = [c for c in cam_v if c["target"] == "true" and c["score"] == "auc"]
+    if loc:
+        lines.append(
+            "CAM localisation of the planted sub-region (AUC inside vs outside, chance 0.5): "
+            + "; ".join(
+                f"{c['method']} {c['mean']:.2f} ({c['verdict']}, excess corrected 95 % "
+                f"[{c['excess_ci_low']:+.2f}, {c['excess_ci_high']:+.2f}])"
+                for c in loc
+            )
+            + "."
+        )
+    if null is not None:
+        lines.append(
+            f"Null band of the mean AUC (label permutations, same splits): [{null.low:.2f}, {null.high:.2f}]."
+        )
+    if memorised:
+        lines.append(memorised)
+    for line in lines:
+        sec.note(line)
 
 
 def _final_section(report: Report, final: FinalModels) -> None:
@@ -302,7 +522,11 @@ def _bottleneck_and_gradients(model: Any, x: np.ndarray, m: np.ndarray) -> tuple
 
 
 def _cam_sections(
-    run: RunFolder, report: Report, lesions: Sequence[LesionData], results: ResponseResults
+    run: RunFolder,
+    report: Report,
+    lesions: Sequence[LesionData],
+    results: ResponseResults,
+    cam_v: Sequence[dict[str, Any]] = (),
 ) -> None:
     from . import figures as rf
 
@@ -311,7 +535,9 @@ def _cam_sections(
     sec.text(
         "Every lesion's CAMs come from a model that did not train on it (the first trial in which it was a test "
         "lesion), on its second-MRI slice, upsampled to 64×64 and masked to the GTV; maps are normalised by "
-        "their maximum (never inverted). POS: the lesion's true class; NEG: the other class."
+        "their maximum (never inverted). POS: the lesion's true class; NEG: the other class. A panel without "
+        "colour is a CAM that is 0 everywhere: the model found no evidence for that class in the lesion "
+        "(the ReLU of the weighted maps is 0); its title says so."
     )
     pick = []
     for label in (0, 1):
@@ -377,3 +603,23 @@ def _cam_sections(
         "gradient-magnitude and radial-gradient maps of the same slice."
     )
     sec2.table(summary)
+    if cam_v:
+        sec2.text(
+            "Against chance: each score minus its chance level (AUC: 0.5; pointing game and CAM mass in the "
+            "truth: the fraction of the GTV covered by the true sub-region), averaged per trial; the interval "
+            "is the Nadeau–Bengio corrected 95 % interval of that excess over the trials."
+        )
+        sec2.table(
+            [
+                {
+                    "method": c["method"],
+                    "target": c["target"],
+                    "score": c["score"],
+                    "mean": _fmt(c["mean"]),
+                    "chance": _fmt(c["chance"]),
+                    "excess 95% interval": f"[{_fmt(c['excess_ci_low'])}, {_fmt(c['excess_ci_high'])}]",
+                    "verdict": c["verdict"],
+                }
+                for c in cam_v
+            ]
+        )

@@ -54,8 +54,9 @@ from numpy.typing import NDArray
 
 from ..cohort import FIRST_TIMEPOINT, FOLLOWUP_TIMEPOINT, SECOND_TIMEPOINT, Cohort, Lesion
 from ..errors import InputError
-from ..preprocess import PART1_ANGLES, LesionSlices, PreprocessConfig, prepare_lesion, sample_like
+from ..preprocess import PART1_ANGLES, Box, LesionSlices, PreprocessConfig, prepare_lesion, sample_like
 from ..splits import Split, grouped_splits
+from ..types import Volume
 from .gradients import GradientConfig
 from .radiomics import RadiomicsConfig
 from .train import PAPER, QUICK, TrainConfig
@@ -70,8 +71,11 @@ __all__ = [
     "ResponseConfig",
     "ResponseResults",
     "check_usable_lesions",
+    "fov_box",
     "network_train_config",
     "prepare_cohort",
+    "prepare_first",
+    "prepare_later",
     "read_truth_table",
     "response_config",
     "run_trials",
@@ -80,6 +84,7 @@ __all__ = [
 Profile = Literal["quick", "paper"]
 ModelName = Literal["radiomics", "gradients", "cam", "cam_sequential"]
 Trainer = Literal["engine", "batched", "plain"]
+LaterCrop = Literal["first", "own"]
 _TRAINERS: tuple[str, ...] = ("engine", "batched", "plain")
 #: The models of Table 1, in its column order, with the paper's names: the paper's three, then the opt-in
 #: ablation ``cam_sequential`` (the same network trained in the paper's set-aside sequential mode).
@@ -140,6 +145,17 @@ class ResponseConfig:
     fit_final
         After the trials, fit every selected model on all usable lesions and save them in the run folder
         (``models/``; see :mod:`adaptrt.response.final`).
+    fov_mm
+        None (default): every time point of a lesion is cut with the box fitted to its *first-MRI* GTV
+        (extent + 2 × margin). A number: a fixed square field of view of that many mm, centred on the
+        first-MRI GTV, for every lesion and time point (no rescaling with the lesion's size).
+    later_crop
+        ``"first"`` (default, the same-box rule): the second MRI is cut with the first MRI's box and its
+        slices (:func:`prepare_later`; co-registered data). ``"own"``: the second MRI gets a box fitted to its
+        own GTV and its own slices (the behaviour before the rule: a responder's shrunken GTV rescales and
+        re-centres its crop, a cue that goes with the label); kept only to measure that effect.
+    n_permutations
+        Label permutations for the chance reference of Table 1 (:mod:`adaptrt.response.chance`; 0: none).
     """
 
     profile: Profile = "paper"
@@ -160,8 +176,27 @@ class ResponseConfig:
     batch_trials: int = 4
     workers: int | None = None
     compile: bool = True
+    fov_mm: float | None = None
+    later_crop: LaterCrop = "first"
+    n_permutations: int = 100
 
     def __post_init__(self) -> None:
+        fov = self.fov_mm
+        if fov is not None and (
+            isinstance(fov, bool) or not isinstance(fov, float | int) or not math.isfinite(fov) or fov <= 0
+        ):
+            raise InputError(
+                f"fov_mm must be null or a positive number of mm, got {fov!r}",
+                field="fov_mm",
+                fix="give e.g. 40 for a 40 mm square field of view, or null for the first MRI's GTV box",
+            )
+        if self.later_crop not in ("first", "own"):
+            raise InputError(
+                f"later_crop must be 'first' or 'own', got {self.later_crop!r}", field="later_crop"
+            )
+        k = self.n_permutations
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise InputError(f"n_permutations must be an int >= 0, got {k!r}", field="n_permutations")
         if self.profile not in ("quick", "paper"):
             raise InputError(f"profile must be 'quick' or 'paper', got {self.profile!r}", field="profile")
         if not (isinstance(self.threshold, float | int) and 0.0 < self.threshold < 1.0):
@@ -218,6 +253,7 @@ def response_config(profile: Profile = "paper", **changes: Any) -> ResponseConfi
             train=dataclasses.replace(QUICK, epochs=12),
             radiomics=RadiomicsConfig(wavelet=False),
             trainer="batched",
+            n_permutations=50,
         )
     else:
         raise InputError(f"profile must be 'quick' or 'paper', got {profile!r}", field="--profile")
@@ -297,7 +333,11 @@ def read_truth_table(manifest: Path | None) -> tuple[dict[tuple[str, str], dict[
     path = manifest.parent / "truth" / "lesions.csv"
     if not path.is_file():
         return {}, None
-    ignored = f"{path} is not the metastasis simulator's truth table ({{}}): ignored, CAMs are not scored"
+    # the note names the file relative to the manifest: a run's report must not show a staging folder
+    ignored = (
+        "truth/lesions.csv next to the manifest is not the metastasis simulator's truth table ({}): ignored, "
+        "CAMs are not scored"
+    )
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
@@ -307,6 +347,76 @@ def read_truth_table(manifest: Path | None) -> tuple[dict[tuple[str, str], dict[
             return {(r["patient_id"], r["lesion_id"]): r for r in reader}, None
     except (UnicodeDecodeError, csv.Error) as exc:
         return {}, ignored.format(f"not a UTF-8 CSV: {type(exc).__name__}")
+
+
+def fov_box(gtv: Volume, fov_mm: float) -> Box | None:
+    """A square in-plane box of ``fov_mm`` mm centred on the GTV's in-plane bounding box, over its slices.
+
+    Parameters
+    ----------
+    gtv
+        ``(z, y, x)`` GTV mask (non-zero inside), spacing in mm.
+    fov_mm
+        Side of the field of view in mm (> 0); ``round(fov_mm / spacing)`` pixels along y and x.
+
+    Returns
+    -------
+    Box or None
+        ``(z0, z1, y0, y1, x0, x1)`` (half-open source indices; in-plane it may reach outside the image), or
+        None for an empty GTV (:func:`adaptrt.preprocess.prepare_lesion` then says why it is excluded).
+    """
+    arr = np.asarray(gtv.array) != 0
+    if not arr.any():
+        return None
+    zs, ys, xs = np.nonzero(arr)
+    out: list[int] = [int(zs.min()), int(zs.max()) + 1]
+    for idx, sp in ((ys, gtv.spacing[1]), (xs, gtv.spacing[2])):
+        n = max(1, round(fov_mm / sp))
+        centre = (int(idx.min()) + int(idx.max()) + 1) / 2.0
+        start = math.floor(centre - n / 2.0 + 0.5)
+        out += [start, start + n]
+    return (out[0], out[1], out[2], out[3], out[4], out[5])
+
+
+def prepare_first(
+    image: Volume, gtv: Volume, config: PreprocessConfig, *, fov_mm: float | None = None
+) -> LesionSlices:
+    """The first MRI of a lesion, cut with its GTV box (or a fixed ``fov_mm`` field of view around it).
+
+    The box and slices of the result are those every later time point is cut with (:func:`prepare_later`).
+
+    Raises
+    ------
+    InputError
+        The lesion cannot be preprocessed (see :func:`adaptrt.preprocess.prepare_lesion`).
+    """
+    box = None if fov_mm is None else fov_box(gtv, fov_mm)
+    return prepare_lesion(image, gtv, config, box=box)
+
+
+def prepare_later(image: Volume, gtv: Volume, first: LesionSlices, config: PreprocessConfig) -> LesionSlices:
+    """A later time point of a lesion cut with the first MRI's box and slices (the same-box rule).
+
+    The images must be co-registered and on the first MRI's grid (the box is in source indices): clinical
+    data must be registered (rigidly) and resampled onto the first MRI before the study; what is checked is
+    that the box's slices lie inside the later image. A box refitted to a shrunken GTV would rescale and
+    re-centre a responder's crop, a cue that goes with the label (issue 14).
+
+    Parameters
+    ----------
+    image, gtv
+        The later time point, ``(z, y, x)``, on the first MRI's grid.
+    first
+        The first MRI prepared by :func:`prepare_first` (its ``box`` and ``slice_index`` are used).
+    config
+        The preprocessing (its ``angles_deg`` give the rotations; ``n_slices`` is not used).
+
+    Raises
+    ------
+    InputError
+        The later GTV cannot be preprocessed (empty, on the border, ...) or the box is outside its image.
+    """
+    return prepare_lesion(image, gtv, config, box=first.box, slices=np.unique(first.slice_index))
 
 
 def prepare_cohort(
@@ -320,6 +430,9 @@ def prepare_cohort(
     A lesion is excluded (with a note) when it has no follow-up (no label) or no second MRI (no test image),
     or when :func:`adaptrt.preprocess.exclusion_reason` rejects its first or second MRI (empty GTV, GTV on
     the image border, GTV smaller than one slice, ...).
+
+    The second MRI is cut with the first MRI's box and slices (:func:`prepare_later`, unless
+    ``config.later_crop == "own"``); with ``config.fov_mm`` every crop is a fixed field of view.
     """
     from tqdm.auto import tqdm
 
@@ -343,9 +456,12 @@ def prepare_cohort(
         img2, gtv2 = les[SECOND_TIMEPOINT].load_image(), les[SECOND_TIMEPOINT].load_mask()
         gtv_fu = les[FOLLOWUP_TIMEPOINT].load_mask()
         try:
-            train = prepare_lesion(img1, gtv1, config.preprocess)
-            t1 = prepare_lesion(img1, gtv1, test_cfg)
-            t2 = prepare_lesion(img2, gtv2, test_cfg)
+            train = prepare_first(img1, gtv1, config.preprocess, fov_mm=config.fov_mm)
+            t1 = prepare_first(img1, gtv1, test_cfg, fov_mm=config.fov_mm)
+            if config.later_crop == "own":
+                t2 = prepare_first(img2, gtv2, test_cfg, fov_mm=config.fov_mm)
+            else:
+                t2 = prepare_later(img2, gtv2, t1, test_cfg)
         except InputError as exc:
             notes.append(f"{les.key}: {exc.problem}")
             continue

@@ -1,0 +1,106 @@
+"""The chance reference of the response study: permutation null band, corrected intervals, verdicts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from adaptrt.response.chance import (
+    NullBand,
+    auc_verdicts,
+    cam_verdicts,
+    corrected_interval,
+    permutation_null,
+    pixel_features,
+)
+from adaptrt.splits import grouped_splits
+
+
+def _cohort(n: int = 40, signal: float = 0.0, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(np.int64)
+    x = rng.normal(size=(n, 12))
+    x[:, 0] += signal * y
+    groups = np.arange(n) // 2
+    splits = grouped_splits(y, groups, n_trials=6, test_size=0.25, seed=seed)
+    return x, y, splits
+
+
+def test_corrected_interval_by_hand():
+    v = [0.5, 0.7, 0.6, 0.6]
+    m, lo, hi = corrected_interval(v, 0.25)
+    from scipy import stats
+
+    half = stats.t.ppf(0.975, 3) * math.sqrt((1 / 4 + 0.25) * np.var(v, ddof=1))
+    assert m == pytest.approx(0.6) and hi - m == pytest.approx(half) and m - lo == pytest.approx(half)
+    assert math.isnan(corrected_interval([0.7], 0.25)[1])
+    assert math.isnan(corrected_interval([], 0.25)[0])
+
+
+def test_null_band_contains_half_and_is_reproducible():
+    x, y, splits = _cohort()
+    nb = permutation_null({"gradients": (x, x), "pixels": (x, x)}, y, splits, n_permutations=12, seed=1)
+    assert nb.low < 0.5 < nb.high and nb.low <= nb.median <= nb.high
+    assert set(nb.values) == {"gradients", "pixels"} and all(v.shape == (12,) for v in nb.values.values())
+    again = permutation_null({"gradients": (x, x), "pixels": (x, x)}, y, splits, n_permutations=12, seed=1)
+    assert np.array_equal(again.values["pixels"], nb.values["pixels"])
+    par = permutation_null({"pixels": (x, x)}, y, splits, n_permutations=12, seed=1, n_jobs=2)
+    np.testing.assert_allclose(par.values["pixels"], nb.values["pixels"])
+    with pytest.raises(ValueError, match="n_permutations must be >= 1"):
+        permutation_null({"pixels": (x, x)}, y, splits, n_permutations=0)
+
+
+def test_a_strong_signal_is_above_the_null_and_verdicts_say_so():
+    x, y, splits = _cohort(signal=3.0)
+    nb = permutation_null({"gradients": (x, x)}, y, splits, n_permutations=30, seed=0)
+    assert nb.observed["gradients"] > nb.high
+    rows = [
+        {"trial": s.trial, "model": "good", "test_set": "mri2", "auc": 0.95 + 0.01 * (s.trial % 2)}
+        for s in splits
+    ]
+    rows += [
+        {"trial": s.trial, "model": "bad", "test_set": "mri2", "auc": 0.05 + 0.01 * (s.trial % 2)}
+        for s in splits
+    ]
+    rows += [{"trial": s.trial, "model": "coin", "test_set": "mri2", "auc": 0.5} for s in splits]
+    v = {r["model"]: r for r in auc_verdicts(rows, splits, nb, {"good": "G", "bad": "B", "coin": "C"})}
+    assert v["good"]["verdict"] == "above chance" and v["good"]["sentence"].startswith("G: above chance")
+    assert v["bad"]["verdict"] == "below chance"
+    assert v["coin"]["verdict"] == "at chance"
+    no_null = auc_verdicts(rows, splits, None, {"good": "G"})
+    assert (
+        no_null[0]["verdict"] == "above chance" and "0.5 (its corrected interval)" in no_null[0]["sentence"]
+    )
+
+
+def test_cam_verdicts_use_the_truth_fraction_as_chance():
+    _, _, splits = _cohort()
+    rows = []
+    for s in splits:
+        for k in range(3):
+            rows.append(
+                {
+                    "trial": s.trial,
+                    "method": "pixelwise",
+                    "target": "true",
+                    "auc": 0.5 + 0.01 * ((k + s.trial) % 3 - 1),
+                    "pointing_game": 1.0,
+                    "mass_in_truth": 0.3 + 0.01 * k,
+                    "truth_fraction": 0.3,
+                }
+            )
+    out = {r["score"]: r for r in cam_verdicts(rows, splits, methods=["pixelwise"])}
+    assert out["auc"]["verdict"] == "at chance" and out["auc"]["chance"] == 0.5
+    assert out["pointing_game"]["chance"] == pytest.approx(0.3)
+    assert out["pointing_game"]["verdict"] == "above chance"
+    assert out["mass_in_truth"]["excess"] == pytest.approx(0.01)
+
+
+def test_pixel_features_are_block_means():
+    img = np.arange(64 * 64, dtype=np.float32).reshape(1, 64, 64)
+    f = pixel_features([img, img])
+    assert f.shape == (2, 256)
+    assert f[0, 0] == pytest.approx(img[0, :4, :4].mean())
+    assert isinstance(NullBand(0.4, 0.6, 0.5, 1, ("pixels",), {}, {}), NullBand)
