@@ -72,9 +72,20 @@ def test_predict_writes_nifti_on_the_first_mri_grid(run: Path, cohort: Path, tmp
 
 def test_toy_runs(tmp_path: Path) -> None:
     out = tmp_path / "toy"
-    args = ["drift", "run", "--toy", "--out", str(out), "--variants", "method1,method2", *FAST]
+    args = [
+        "drift",
+        "run",
+        "--toy",
+        "--out",
+        str(out),
+        "--variants",
+        "method1,method2",
+        "--no-analyses",
+        *FAST,
+    ]
     assert main(args) == 0
     assert "zero-digit" in (out / "report.html").read_text()
+    assert not (out / "results" / "drift_calibration.csv").exists()  # --no-analyses
 
 
 def test_bad_input_is_exit_2_and_writes_nothing(run: Path, cohort: Path, tmp_path: Path) -> None:
@@ -111,3 +122,92 @@ def test_profiles() -> None:
     assert p.model.T == 21 and p.folds == 5 and q.model.iterations < p.model.iterations
     with pytest.raises(ValueError, match="folds"):
         drift_config("quick", folds=1)
+
+
+def test_run_writes_the_analyses_beyond_the_paper(run: Path) -> None:
+    res = run / "results"
+    unc = list(csv.DictReader((res / "drift_uncertainty_lesions.csv").open()))
+    assert {r["model"] for r in unc} == {"mean of 4 samples", "one sample"}  # quick profile: K = 4
+    assert len(unc) == 2 * 6  # every lesion held out once
+    k_rows = [r for r in unc if r["model"].startswith("mean")]
+    assert all(float(r["post_mean_sd"]) > 0 for r in k_rows)
+    cal = {r["target"]: r for r in csv.DictReader((res / "drift_calibration.csv").open())}
+    assert set(cal) == {"post", "drift", "drift_truth"}  # the simulator's truth drift is a target too
+    assert 0 <= float(cal["post"]["coverage1_raw"]) <= 1 and float(cal["post"]["sigma_scale"]) > 0
+    cf = list(csv.DictReader((res / "drift_counterfactual_lesions.csv").open()))
+    assert len(cf) == 6
+    # the simulator's truth/lesions.csv gives each lesion's sensitive fraction
+    assert all(0.0 <= float(r["sensitive_fraction"]) <= 1.0 for r in cf)
+    for r in cf:
+        diff = float(r["area_ratio_good"]) - float(r["area_ratio_poor"])
+        assert float(r["area_ratio_good_minus_poor"]) == pytest.approx(diff)
+    splits = json.loads((res / "drift_response_splits.json").read_text())
+    assert "folds" in splits["description"] or "grouped_splits" in splits["description"]
+    for fig in ("drift_calibration", "drift_uncertainty_example_post", "drift_uncertainty_example_drift"):
+        assert (run / "figures" / f"{fig}.png").is_file()
+    assert any((run / "figures" / f"drift_counterfactual_{c}.png").is_file() for c in ("poor", "good"))
+    scales = json.loads((run / "models" / "drift" / "calibration.json").read_text())
+    assert scales["post"] > 0 and scales["samples"] == 4
+    html = (run / "report.html").read_text()
+    assert "Calibration" in html and "Counterfactual" in html
+
+
+def test_predict_samples_writes_mean_and_sd_maps(run: Path, cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pred_k"
+    args = ["drift", "predict", "--run", str(run), "--manifest", str(cohort), "--out", str(out), "--quiet"]
+    assert main([*args, "--samples", "3", "--eta", "0.5"]) == 0
+    rows = list(csv.DictReader((out / "results" / "predictions.csv").open()))
+    sd_img = nib.load(out / rows[0]["predicted_post_sd"])
+    mean_img = nib.load(out / rows[0]["predicted_post"])
+    sd = np.asarray(sd_img.dataobj)
+    assert sd.shape == mean_img.shape and np.allclose(sd_img.affine, mean_img.affine)
+    inside = np.isfinite(sd)
+    assert inside.any() and (sd[inside] >= 0).all() and sd[inside].max() > 0
+    cal = np.asarray(nib.load(out / rows[0]["predicted_post_sd_calibrated"]).dataobj)
+    scale = json.loads((run / "models" / "drift" / "calibration.json").read_text())["post"]
+    np.testing.assert_allclose(cal[inside], sd[inside] * scale, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_samples_eta_and_one_class_labels_are_exit_2(run: Path, cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bad"
+    pred = ["drift", "predict", "--run", str(run), "--manifest", str(cohort), "--out", str(out), "--quiet"]
+    assert main([*pred, "--samples", "1"]) == 2
+    assert main([*pred, "--samples", "4", "--eta", "-0.5"]) == 2
+    toy = ["drift", "run", "--toy", "--out", str(out), "--quiet"]
+    assert main([*toy, "--samples", "1"]) == 2
+    assert main([*toy, "--eta", "-1"]) == 2
+    assert main([*toy, "--label-dropout", "1.5"]) == 2
+    # nobody shrinks by 99 %: one class only, so conditional generation is refused before anything is written
+    one_class = ["drift", "run", "--manifest", str(cohort), "--out", str(out), "--threshold", "0.99", *FAST]
+    assert main(one_class) == 2
+    assert not out.exists()
+
+
+def test_bad_flag_messages_name_the_flag(
+    cohort: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["drift", "run", "--toy", "--out", str(tmp_path / "x"), "--samples", "1", "--quiet"])
+    assert "--samples" in capsys.readouterr().err
+    main(
+        [
+            "drift",
+            "run",
+            "--manifest",
+            str(cohort),
+            "--out",
+            str(tmp_path / "y"),
+            "--threshold",
+            "0.99",
+            *FAST,
+        ]
+    )
+    assert "both response classes" in capsys.readouterr().err
+
+
+def test_no_conditional_runs_a_one_class_cohort(cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "nc"
+    args = ["drift", "run", "--manifest", str(cohort), "--out", str(out), "--threshold", "0.99"]
+    assert main([*args, "--no-conditional", "--variants", "method2", "--size", "16", *FAST]) == 0
+    assert (out / "results" / "drift_calibration.csv").is_file()
+    assert not (out / "results" / "drift_counterfactual_lesions.csv").exists()
+    assert "fewer than two classes" in (out / "report.html").read_text()

@@ -31,6 +31,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise InputError(
             f"the seed must be >= 0, got {args.seed}", field="--seed", fix="give a seed such as 0"
         )
+    _check_samples(args.samples, args.eta)
+    if args.samples is not None:
+        changes["analysis_samples"] = args.samples
+    if args.eta is not None:
+        changes["analysis_eta"] = args.eta
+    if args.label_dropout is not None:
+        if not 0.0 <= args.label_dropout < 1.0:
+            raise InputError(
+                f"the label dropout must be in [0, 1), got {args.label_dropout}",
+                field="--label-dropout",
+                fix="give a share such as 0.2",
+            )
+        changes["analysis_label_dropout"] = args.label_dropout
+    if args.no_conditional:
+        changes["analysis_conditional"] = False
+    if args.no_analyses:
+        changes["analysis"] = None
     try:
         cfg = drift_config(args.profile, **changes)
         data = DriftDataConfig(post=args.post, threshold=args.threshold)
@@ -55,15 +72,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_samples(samples: int | None, eta: float | None) -> None:
+    """``--samples`` K >= 2 and ``--eta`` >= 0, refused with the flag named."""
+    if samples is not None and samples < 2:
+        raise InputError(
+            f"--samples must be at least 2 (a spread needs two samples), got {samples}",
+            field="--samples",
+            fix="give --samples 16 (or leave it out for a single prediction)",
+        )
+    if eta is not None and not eta >= 0.0:
+        raise InputError(
+            f"--eta must be >= 0 (0 = deterministic DDIM steps), got {eta}",
+            field="--eta",
+            fix="give --eta 0 (or a positive value for stochastic steps)",
+        )
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from .predict import run_predict
 
+    _check_samples(args.samples, args.eta)
     out = run_predict(
         args.run,
         args.manifest,
         args.out,
         model=args.model,
         seed=args.seed,
+        samples=args.samples,
+        eta=0.0 if args.eta is None else args.eta,
         overwrite=args.overwrite,
         progress=not args.quiet,
     )
@@ -107,6 +143,29 @@ def add_parser(sub: Any) -> None:
     r.add_argument(
         "--variants", default=None, help="comma-separated subset of method1,method2,decoupled,regression"
     )
+    r.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="K DDIM samples per held-out slice (profile: quick 8, paper 16)",
+    )
+    r.add_argument("--eta", type=float, default=None, help="DDIM eta of the K samples (default 0)")
+    r.add_argument(
+        "--label-dropout",
+        type=float,
+        default=None,
+        help="classifier-free label dropout of the conditional network (default 0.2)",
+    )
+    r.add_argument(
+        "--no-conditional",
+        action="store_true",
+        help="no response-conditioned generation (a cohort without labels of both classes needs this)",
+    )
+    r.add_argument(
+        "--no-analyses",
+        action="store_true",
+        help="skip the analyses beyond the paper (uncertainty, conditional generation, response scores)",
+    )
     r.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
@@ -121,6 +180,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--out", required=True, help="folder to create")
     p.add_argument("--model", default="method2", help="which saved model (default method2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="K >= 2: draw K samples per slice and write their mean and SD maps (default: one prediction)",
+    )
+    p.add_argument("--eta", type=float, default=None, help="DDIM eta of the samples (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_predict)

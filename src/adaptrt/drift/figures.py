@@ -19,6 +19,7 @@ __all__ = ["image_grid", "loss_curves", "metric_points"]
 
 IMG_UNIT = "normalised intensity (a.u.)"
 DRIFT_UNIT = "drift, post − pre (a.u.)"
+SD_UNIT = "SD or |error| (a.u.)"
 
 
 def image_grid(
@@ -29,12 +30,16 @@ def image_grid(
     *,
     suptitle: str = "",
     drift_limit: float | None = None,
+    sd_limit: float | None = None,
 ) -> Figure:
-    """A grid of 2-D panels; ``kinds[i][j]`` is ``"image"`` (grey, [0, 1]) or ``"drift"`` (red-blue,
-    symmetric). One colour bar per kind on the right, with its unit."""
+    """A grid of 2-D panels; ``kinds[i][j]`` is ``"image"`` (grey, [0, 1]), ``"drift"`` (red-blue,
+    symmetric) or ``"sd"`` (a non-negative spread or error map, magma from 0). One colour bar per kind on the
+    right, with its unit."""
     nr = len(rows)
     nc = max(len(r) for r in rows)
-    fig, axes = plt.subplots(nr, nc, figsize=(1.9 * nc + 1.2, 1.9 * nr + 0.4), squeeze=False)
+    n_bars = len({k for r in kinds for k in r} & {"image", "drift", "sd"})
+    height = max(1.9 * nr + 0.4, 3.6 if n_bars == 3 else 0.0)  # three colour bars need room for their labels
+    fig, axes = plt.subplots(nr, nc, figsize=(1.9 * nc + 1.2, height), squeeze=False)
     drifts = [
         np.abs(p).max()
         for r, k in zip(rows, kinds, strict=True)
@@ -42,7 +47,14 @@ def image_grid(
         if p is not None and kk == "drift"
     ]
     lim = drift_limit if drift_limit is not None else (max(drifts) if drifts else 1.0) or 1.0
-    im_img = im_drift = None
+    sds = [
+        float(np.max(p))
+        for r, k in zip(rows, kinds, strict=True)
+        for p, kk in zip(r, k, strict=False)
+        if p is not None and kk == "sd"
+    ]
+    sd_lim = sd_limit if sd_limit is not None else (max(sds) if sds else 1.0) or 1.0
+    im_img = im_drift = im_sd = None
     for i in range(nr):
         for j in range(nc):
             ax = axes[i][j]
@@ -54,18 +66,22 @@ def image_grid(
             panel = rows[i][j]
             if kinds[i][j] == "drift":
                 im_drift = ax.imshow(panel, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            elif kinds[i][j] == "sd":
+                im_sd = ax.imshow(panel, cmap="magma", vmin=0.0, vmax=sd_lim)
             else:
                 im_img = ax.imshow(panel, cmap="gray", vmin=0.0, vmax=1.0)
             ax.set_title(titles[i][j], fontsize=7)
             if j == 0 and i < len(row_labels):
                 ax.set_ylabel(row_labels[i], fontsize=7)
     fig.subplots_adjust(right=0.86, wspace=0.05, hspace=0.3)
-    if im_img is not None:
-        cax = fig.add_axes((0.88, 0.55, 0.015, 0.33))
-        fig.colorbar(im_img, cax=cax).set_label(IMG_UNIT, fontsize=7)
-    if im_drift is not None:
-        cax = fig.add_axes((0.88, 0.12, 0.015, 0.33))
-        fig.colorbar(im_drift, cax=cax).set_label(DRIFT_UNIT, fontsize=7)
+    bars = [(im, unit) for im, unit in ((im_img, IMG_UNIT), (im_drift, DRIFT_UNIT), (im_sd, SD_UNIT)) if im]
+    if len(bars) <= 2:  # the original layout: image bar on top, drift bar below
+        slots = [(0.55, 0.33), (0.12, 0.33)]
+    else:
+        slots = [(0.66, 0.24), (0.37, 0.24), (0.08, 0.24)]
+    for (im, unit), (y0, h) in zip(bars, slots, strict=False):
+        cax = fig.add_axes((0.88, y0, 0.015, h))
+        fig.colorbar(im, cax=cax).set_label(unit, fontsize=7)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
     return fig

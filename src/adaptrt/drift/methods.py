@@ -96,6 +96,7 @@ class DriftModelConfig:
     drift_ssim: float = 0.0
     eval_step: int = 0
     n_classes: int = 0
+    label_dropout: float = 0.0
     log_every: int = 25
     eps_loss: Literal["eps", "x0"] = "eps"
 
@@ -129,6 +130,9 @@ class DriftModelConfig:
             raise bad_parameter(name, "eps_loss", "'eps' or 'x0'", self.eps_loss)
         if not (is_int(self.n_classes) and self.n_classes >= 0):
             raise bad_parameter(name, "n_classes", "an int >= 0", self.n_classes)
+        p = self.label_dropout
+        if not (is_real(p) and 0.0 <= p < 1.0):
+            raise bad_parameter(name, "label_dropout", "a fraction in [0, 1)", p)
 
     @property
     def label(self) -> str:
@@ -300,6 +304,11 @@ class DriftModel:
             label = batch.get("label")
             if label is not None and cfg.n_classes > 0 and "label_keep" in batch:
                 label = torch.where(batch["label_keep"], label, torch.full_like(label, cfg.n_classes))
+            elif label is not None and cfg.n_classes > 0 and cfg.label_dropout > 0:
+                # classifier-free dropout: a share of the batch is shown the "no label" row, so the same
+                # network also generates unconditionally (label=None)
+                keep = (torch.rand(b, generator=gen) >= cfg.label_dropout).to(label.device)
+                label = torch.where(keep, label, torch.full_like(label, cfg.n_classes))
             if cfg.method == "regression":
                 t = torch.zeros(b, dtype=torch.long)
                 x_in = pre
@@ -349,7 +358,9 @@ class DriftModel:
         drift
             ``post - pre`` (computed when None).
         labels
-            ``(n,)`` class per sample when ``n_classes > 0`` (classifier-free label dropout is the caller's).
+            ``(n,)`` class per sample in ``[0, n_classes]`` when ``n_classes > 0``; ``n_classes`` = no label
+            (e.g. a lesion without follow-up). Classifier-free dropout: each iteration shows a share
+            ``label_dropout`` of the batch the "no label" row.
         """
         from ..seeding import seed_torch
 

@@ -95,10 +95,18 @@ def run_predict(
     *,
     model: str = "method2",
     seed: int = 0,
+    samples: int | None = None,
+    eta: float = 0.0,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Predict every lesion of ``manifest`` with the model ``model`` of the drift run ``run`` into ``out``."""
+    """Predict every lesion of ``manifest`` with the model ``model`` of the drift run ``run`` into ``out``.
+
+    With ``samples`` = K (>= 2), K samples per slice (DDIM with ``eta``) give the mean maps
+    (``predicted_post`` / ``predicted_drift``) and their per-voxel SD (``predicted_post_sd`` /
+    ``predicted_drift_sd``, source intensity units); when the run saved sigma scales
+    (``models/drift/calibration.json``), ``*_sd_calibrated`` maps are the SD times that scale.
+    """
     import dataclasses
 
     from tqdm.auto import tqdm
@@ -111,14 +119,26 @@ def run_predict(
 
     if seed < 0:
         raise InputError(f"the seed must be >= 0, got {seed}", field="--seed", fix="give a seed such as 0")
+    if samples is not None and samples < 2:
+        raise InputError(f"--samples must be at least 2, got {samples}", field="--samples", fix="give 16")
+    if not eta >= 0.0:
+        raise InputError(f"--eta must be >= 0, got {eta}", field="--eta", fix="give --eta 0")
     target = check_writable(out, overwrite=overwrite)
     net, data_cfg = load_model(run, model)
+    scales: dict[str, float] = {}
+    cal_file = Path(run) / MODELS_FOLDER / "calibration.json"
+    if samples is not None and cal_file.is_file():
+        try:
+            cal = json.loads(cal_file.read_text())
+            scales = {t: float(cal[t]) for t in ("post", "drift")}
+        except (OSError, KeyError, TypeError, ValueError):
+            scales = {}
     cohort = read_manifest(manifest)
     pcfg = dataclasses.replace(data_cfg.preprocess, angles_deg=(0.0,))
     rows: list[dict[str, Any]] = []
     skipped: list[str] = []
     config = {"run": str(Path(run).resolve()), "manifest": str(Path(manifest).resolve()), "model": model,
-              "seed": seed, "data": data_cfg}  # fmt: skip
+              "seed": seed, "samples": samples, "eta": eta, "sigma_scales": scales, "data": data_cfg}  # fmt: skip
     with RunFolder(target, command=command_line("adaptrt drift predict"), config=config, seed=seed,
                    title="adaptrt drift predict", overwrite=overwrite) as rf:  # fmt: skip
         sec = rf.report.section(f"Predicted post image and drift ({model})")
@@ -134,16 +154,38 @@ def run_predict(
                 raise InputError(
                     f"lesion {les.key}: {exc.problem}", path=exc.path or tp.image.path, fix=exc.fix
                 ) from exc
-            pred = net.predict(pair.pre, seed=seed)
-            post_v = paste_back(pred.post, pair, img, kind="image", to_source_units=True, fill=np.nan)
-            drift_v = paste_back(pred.drift, pair, img, kind="drift", to_source_units=True, fill=np.nan)
             name = f"{les.patient_id}_{les.lesion_id}".replace("/", "_")
+            extra: dict[str, Any] = {}
+            if samples is None:
+                pred = net.predict(pair.pre, seed=seed)
+                p_post, p_drift = pred.post, pred.drift
+            else:
+                from .uncertainty import sample_stats
+
+                st = sample_stats(net, pair.pre, samples, seed=seed, eta=eta)
+                p_post, p_drift = st.post_mean, st.drift_mean
+                # an SD scales like a drift (by the intensity range, no offset)
+                for what, sd in (("post", st.post_sd), ("drift", st.drift_sd)):
+                    sd_v = paste_back(sd, pair, img, kind="drift", to_source_units=True, fill=np.nan)
+                    write_nifti(sd_v, rf.file(f"lesions/{name}/predicted_{what}_sd.nii.gz"))
+                    extra[f"predicted_{what}_sd"] = f"lesions/{name}/predicted_{what}_sd.nii.gz"
+                    extra[f"mean_{what}_sd_in_box"] = float(np.mean(sd))
+                    if what in scales:
+                        cal_v = paste_back(sd * scales[what], pair, img, kind="drift", to_source_units=True,
+                                           fill=np.nan)  # fmt: skip
+                        write_nifti(cal_v, rf.file(f"lesions/{name}/predicted_{what}_sd_calibrated.nii.gz"))
+                        extra[f"predicted_{what}_sd_calibrated"] = (
+                            f"lesions/{name}/predicted_{what}_sd_calibrated.nii.gz"
+                        )
+            post_v = paste_back(p_post, pair, img, kind="image", to_source_units=True, fill=np.nan)
+            drift_v = paste_back(p_drift, pair, img, kind="drift", to_source_units=True, fill=np.nan)
             write_nifti(post_v, rf.file(f"lesions/{name}/predicted_post.nii.gz"))
             write_nifti(drift_v, rf.file(f"lesions/{name}/predicted_drift.nii.gz"))
             mid = int(np.argmax(pair.pre_mask.sum(axis=(1, 2))))
             fig = _overview(
-                pair.pre[mid], pred.post[mid], pred.drift[mid],
-                f"{les.key}, slice {int(pair.slice_index[mid])} ({model}, seed {seed})",
+                pair.pre[mid], p_post[mid], p_drift[mid],
+                f"{les.key}, slice {int(pair.slice_index[mid])} ({model}, seed {seed}"
+                + (f", mean of {samples}" if samples else "") + ")",
             )  # fmt: skip
             png = rf.save_figure(fig, f"{name}_overview")
             rf.file(f"lesions/{name}/overview.png").write_bytes(png)
@@ -151,9 +193,10 @@ def run_predict(
             rows.append({
                 "patient": les.patient_id, "lesion": les.lesion_id, "slices": len(pair),
                 "box": "x".join(str(v) for v in pair.box),
-                "mean_drift_in_gtv": float(pred.drift[pair.pre_mask].mean()) if area_pre else float("nan"),
+                "mean_drift_in_gtv": float(p_drift[pair.pre_mask].mean()) if area_pre else float("nan"),
                 "predicted_post": f"lesions/{name}/predicted_post.nii.gz",
                 "predicted_drift": f"lesions/{name}/predicted_drift.nii.gz",
+                **extra,
             })  # fmt: skip
             sec.figure(png, caption=f"{les.key}: the largest GTV slice of the box")
         if not rows:
@@ -166,6 +209,18 @@ def run_predict(
             "box (the first MRI's GTV box), pasted back onto the first MRI's grid in its intensity units "
             "(NIfTI, same affine; NaN outside the box). Drift = predicted post − first MRI. These are model "
             "outputs for review, not a validated forecast."
+            + (
+                f" Mean of {samples} DDIM samples (eta {eta:g}) with their per-voxel SD maps (*_sd.nii.gz, "
+                "intensity units of the first MRI)"
+                + (
+                    f"; *_sd_calibrated.nii.gz multiply the SD by the run's sigma scales (post {scales['post']:.2f}, "
+                    f"drift {scales['drift']:.2f}), fitted on validation lesions of its cross-validation."
+                    if scales
+                    else "; the run has no sigma scales, so the SD is uncalibrated."
+                )
+                if samples
+                else ""
+            )
         )
         sec.table(rows)
         if skipped:

@@ -266,10 +266,29 @@ def drift_section(
     progress: bool = False,
     title: str = "Drift study (Part II)",
     final: Sequence[str] = ("method1", "method2"),
+    analyses: bool = True,
 ) -> DriftStudyResult:
-    """Run the cross-validation on ``dataset`` and write its tables, figures and report section into ``run``."""
+    """Run the cross-validation on ``dataset`` and write its tables, figures and report section into ``run``.
+
+    With ``analyses`` and ``config.analysis`` set, the analyses beyond the paper (uncertainty from K samples,
+    response-conditioned generation, drift as a response score; :mod:`adaptrt.drift.analyses`) follow on the
+    same folds. Without response labels of both classes, conditional generation is skipped with a note here
+    (``adaptrt drift run`` refuses such a cohort up front instead).
+    """
+    import dataclasses
+
     from .methods import DriftModel
 
+    an_cfg = config.analysis if analyses else None
+    an_note = ""
+    if an_cfg is not None and an_cfg.conditional:
+        from .analyses import check_conditional_labels
+
+        try:
+            check_conditional_labels([le.label for le in dataset.lesions])
+        except InputError as exc:
+            an_cfg = dataclasses.replace(an_cfg, conditional=False)
+            an_note = f"Conditional generation skipped: {exc.problem}."
     result = run_folds(dataset, config, progress=progress)
     run.write_csv("results/drift_lesions.csv", result.rows)
     summary = result.summary()
@@ -321,6 +340,36 @@ def drift_section(
                 "that."
             )
         _figures(run, sec, dataset, result, config)
+        if an_cfg is not None:
+            from .analyses import run_analyses
+            from .analysis_report import write_analyses
+
+            acfg = dataclasses.replace(config, analysis=an_cfg)
+            analysis = run_analyses(dataset, acfg, result, progress=progress)
+            if an_note:
+                analysis.notes.append(an_note)
+            numbers = write_analyses(run, sec, acfg, result, analysis)
+            run.write_json("results/drift_analyses.json", numbers)
+            fold_scales = {
+                t: [
+                    r["sigma_scale"]
+                    for r in analysis.calibration_rows
+                    if r["target"] == t and math.isfinite(r["sigma_scale"])
+                ]
+                for t in ("post", "drift")
+            }
+            if final and all(fold_scales.values()):
+                run.write_json(
+                    f"{MODELS_FOLDER}/calibration.json",
+                    {
+                        "note": "sigma scales fitted on the validation lesions of the cross-validation (median "
+                        "over the folds that had validation patients); `adaptrt drift predict --samples` "
+                        "multiplies the K-sample SD by them",
+                        "samples": analysis.k,
+                        "eta": an_cfg.eta,
+                        **{t: float(np.median(v)) for t, v in fold_scales.items()},
+                    },
+                )
         if final:
             models = {}
             for v in config.variants:
@@ -377,6 +426,12 @@ def run_drift_study(
             raise InputError("no manifest given", field="--manifest", fix="pass --manifest M, or --toy")
         dataset = load_pairs(manifest, dcfg, progress=progress)
         what = f"manifest {manifest}"
+    if config.analysis is not None and config.analysis.conditional:
+        from .analyses import check_conditional_labels
+
+        check_conditional_labels(
+            [le.label for le in dataset.lesions], where=what
+        )  # before anything is written
     cmd = command_line("adaptrt drift run")
     with RunFolder(
         target,

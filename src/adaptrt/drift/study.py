@@ -26,12 +26,13 @@ from numpy.typing import NDArray
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from ..validation import bad_parameter, is_int
+from ..validation import bad_parameter, is_int, is_real
 from .evaluate import fit_gtv_threshold, lesion_metrics, mean_sd
 from .methods import DriftModel, DriftModelConfig
 
 __all__ = [
     "BASELINES",
+    "AnalysisConfig",
     "DriftConfig",
     "DriftStudyResult",
     "Variant",
@@ -80,6 +81,73 @@ def _variants(base: DriftModelConfig) -> tuple[Variant, ...]:
 
 
 @dataclass(frozen=True)
+class AnalysisConfig:
+    """Settings of the analyses beyond the paper (issue 11): uncertainty, conditional generation, response scores.
+
+    Attributes
+    ----------
+    samples
+        ``K`` DDIM samples per held-out slice (>= 2).
+    eta
+        DDIM eta of the samples (>= 0; 0 = the samples differ by their starting noise only).
+    label_dropout
+        Classifier-free dropout of the response label while training the conditional Method-2 network: the
+        share of each batch shown the "no label" row, so that the same network also samples unconditionally.
+    val_fraction
+        Share of each fold's training patients carved out as validation patients (the sigma scale is fitted
+        on their lesions only; the analysis network trains on the rest).
+    conditional
+        Train the analysis network on the response label and generate each held-out lesion under both labels.
+        Needs labels of both classes.
+    response_trials, response_test_size, response_seed
+        The response study's patient-grouped splits (:func:`adaptrt.splits.grouped_splits`: 50 trials, test
+        size 0.2, seed 0 by default) on which the drift scores' AUCs are computed.
+    permutations
+        Label permutations of the chance band (computed on the same splits).
+    n_examples
+        Lesions per true class in the counterfactual figures.
+    counterfactual_samples
+        Samples per slice and label of the counterfactual generation (>= 1; 0 = ``samples``). The quick profile
+        uses 2 to keep the demo's cost down.
+    """
+
+    samples: int = 16
+    eta: float = 0.0
+    label_dropout: float = 0.2
+    val_fraction: float = 0.2
+    conditional: bool = True
+    response_trials: int = 50
+    response_test_size: float = 0.2
+    response_seed: int = 0
+    permutations: int = 1000
+    n_examples: int = 3
+    counterfactual_samples: int = 0
+
+    def __post_init__(self) -> None:
+        from .uncertainty import check_samples
+
+        check_samples(self.samples, self.eta, owner="AnalysisConfig")
+        name = "AnalysisConfig"
+        if not (is_real(self.label_dropout) and 0.0 <= self.label_dropout < 1.0):
+            raise bad_parameter(name, "label_dropout", "a fraction in [0, 1)", self.label_dropout)
+        if not (is_real(self.val_fraction) and 0.0 < self.val_fraction < 1.0):
+            raise bad_parameter(name, "val_fraction", "a fraction in (0, 1)", self.val_fraction)
+        if not (is_real(self.response_test_size) and 0.0 < self.response_test_size <= 0.5):
+            raise bad_parameter(name, "response_test_size", "a fraction in (0, 0.5]", self.response_test_size)
+        checks = (
+            ("response_trials", 1),
+            ("permutations", 10),
+            ("n_examples", 1),
+            ("response_seed", 0),
+            ("counterfactual_samples", 0),
+        )
+        for f, lo in checks:
+            v = getattr(self, f)
+            if not (is_int(v) and v >= lo):
+                raise bad_parameter(name, f, f"an int >= {lo}", v)
+
+
+@dataclass(frozen=True)
 class DriftConfig:
     """Settings of a drift study run (validated).
 
@@ -104,6 +172,8 @@ class DriftConfig:
         time, so nothing about a held-out lesion's input depends on its outcome; ``"both"``: the paper's box
         over both GTVs and the drift region (see :func:`adaptrt.preprocess.prepare_pair`).
     seed, device
+    analysis
+        The analyses beyond the paper (:class:`AnalysisConfig`), or None to skip them.
     """
 
     profile: Profile = "quick"
@@ -116,6 +186,7 @@ class DriftConfig:
     box: Literal["pre", "both"] = "pre"
     seed: int = 0
     device: str = "auto"
+    analysis: AnalysisConfig | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in ("quick", "paper"):
@@ -135,6 +206,8 @@ class DriftConfig:
             raise bad_parameter("DriftConfig", "box", "'pre' or 'both'", self.box)
         if not (is_int(self.n_trajectory) and self.n_trajectory >= 0):
             raise bad_parameter("DriftConfig", "n_trajectory", "an int >= 0", self.n_trajectory)
+        if self.analysis is not None and not isinstance(self.analysis, AnalysisConfig):
+            raise bad_parameter("DriftConfig", "analysis", "an AnalysisConfig or None", self.analysis)
 
     @property
     def variants(self) -> tuple[Variant, ...]:
@@ -148,19 +221,34 @@ QUICK_WIDTHS = (4, 8, 16)
 
 
 def drift_config(profile: Profile = "quick", **changes: Any) -> DriftConfig:
-    """The configuration of a profile, with ``changes`` applied (``model_*`` keys change the model config)."""
+    """The configuration of a profile, with ``changes`` applied (``model_*`` keys change the model config,
+    ``analysis_*`` keys the analysis config)."""
     if profile == "paper":
         model = DriftModelConfig(widths=PAPER_WIDTHS, iterations=5000, batch_size=64, lr=1e-4, log_every=50)
-        base = DriftConfig(profile="paper", folds=5, model=model)
+        base = DriftConfig(profile="paper", folds=5, model=model, analysis=AnalysisConfig())
     elif profile == "quick":
         model = DriftModelConfig(widths=QUICK_WIDTHS, iterations=200, batch_size=32, lr=2e-3, log_every=10)
-        base = DriftConfig(profile="quick", folds=3, model=model, n_trajectory=3, size=32, ratio_sweep=False)
+        quick_analysis = AnalysisConfig(
+            samples=4, response_trials=20, permutations=200, n_examples=1, counterfactual_samples=2
+        )
+        base = DriftConfig(
+            profile="quick",
+            folds=3,
+            model=model,
+            n_trajectory=3,
+            size=32,
+            ratio_sweep=False,
+            analysis=quick_analysis,
+        )
     else:
         raise bad_parameter("drift_config", "profile", "'quick' or 'paper'", profile)
     model_changes = {k[len("model_") :]: v for k, v in changes.items() if k.startswith("model_")}
-    other = {k: v for k, v in changes.items() if not k.startswith("model_")}
+    an_changes = {k[len("analysis_") :]: v for k, v in changes.items() if k.startswith("analysis_")}
+    other = {k: v for k, v in changes.items() if not k.startswith(("model_", "analysis_"))}
     if model_changes:
         other["model"] = dataclasses.replace(base.model, **model_changes)
+    if an_changes and "analysis" not in other and base.analysis is not None:
+        other["analysis"] = dataclasses.replace(base.analysis, **an_changes)
     return dataclasses.replace(base, **other)
 
 
