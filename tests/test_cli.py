@@ -94,6 +94,8 @@ def test_demo_writes_report(tmp_path, capsys):
         assert (out / name).is_file(), name
     html = (out / "report.html").read_text()
     assert "Cohort" in html and "data:image/png;base64," in html
+    # no temporary staging path in what the run keeps
+    assert ".partial" not in html and ".partial" not in (out / "results" / "cohort_summary.json").read_text()
     # a second run without --overwrite is refused and changes nothing
     before = (out / "run.json").read_text()
     assert (

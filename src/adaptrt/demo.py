@@ -137,7 +137,9 @@ def run_demo(
         summary = check_cohort(cohort, threshold=cfg.threshold, progress=progress)
         rows = summary.to_rows()
         run.write_csv("results/cohort_summary.csv", rows)
-        run.write_json("results/cohort_summary.json", {"text": summary.to_text(), "lesions": rows})
+        # the cohort is read from the staging folder: name it by the run's final path in what is written
+        summary_text = summary.to_text().replace(str(run.stage), str(run.path))
+        run.write_json("results/cohort_summary.json", {"text": summary_text, "lesions": rows})
 
         sec = run.report.section("Simulated brain-metastasis cohort")
         sec.text(
@@ -146,7 +148,7 @@ def run_demo(
             "that users' data goes through (cohort/manifest.csv). Ground truth (radio-resistant sub-regions, "
             "true drift) is in cohort/truth/ and is read here only to draw it."
         )
-        sec.preformatted(summary.to_text())
+        sec.preformatted(summary_text)
         _trajectories(run, sec, rows, summary.timepoints, cfg.threshold)
         _example_lesions(run, sec, cohort, manifest.parent, rows)
         _preprocessing(run, cohort, cfg.preprocess)
