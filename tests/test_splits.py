@@ -44,3 +44,18 @@ def test_stratification_keeps_balance_on_average():
 def test_bad_cohorts(y, g, match):
     with pytest.raises(InputError, match=match):
         grouped_splits(y, g, n_trials=2)
+
+
+def test_test_parts_cover_the_cohort_evenly():
+    # 39 patients with 1-4 lesions each, as the PULSAR-sized cohort: over 20 trials of 20 % test parts no lesion
+    # is tested in most trials and few are never tested (the first fold of StratifiedGroupKFold alone kept the
+    # same patients: on the default simulated cohort 4 lesions were in every test part and 14 in none)
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 5, 39)
+    groups = np.repeat(np.arange(39), sizes)
+    y = rng.integers(0, 2, len(groups))
+    count = np.zeros(len(y), int)
+    for s in grouped_splits(y, groups, n_trials=20, seed=0):
+        count[s.test] += 1
+    assert count.max() <= 10 and np.mean(count == 0) < 0.1
+    assert abs(count.mean() - 20 * 0.2) < 1.0
