@@ -65,7 +65,15 @@ def test_a_strong_signal_is_above_the_null_and_verdicts_say_so():
         for s in splits
     ]
     rows += [{"trial": s.trial, "model": "coin", "test_set": "mri2", "auc": 0.5} for s in splits]
-    v = {r["model"]: r for r in auc_verdicts(rows, splits, nb, {"good": "G", "bad": "B", "coin": "C"})}
+    # a mean above the null band from trials that disagree wildly: its corrected interval includes 0.5
+    rows += [
+        {"trial": s.trial, "model": "noisy", "test_set": "mri2", "auc": 0.99 if s.trial % 2 else 0.45}
+        for s in splits
+    ]
+    names = {"good": "G", "bad": "B", "coin": "C", "noisy": "N"}
+    v = {r["model"]: r for r in auc_verdicts(rows, splits, nb, names)}
+    assert v["noisy"]["mean_auc"] > nb.high and v["noisy"]["ci_low"] < 0.5
+    assert v["noisy"]["verdict"] == "at chance" and "includes 0.5" in v["noisy"]["sentence"]
     assert v["good"]["verdict"] == "above chance" and v["good"]["sentence"].startswith("G: above chance")
     assert v["bad"]["verdict"] == "below chance"
     assert v["coin"]["verdict"] == "at chance"

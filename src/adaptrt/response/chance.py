@@ -324,15 +324,29 @@ def auc_verdicts(
             )
         else:
             ref_lo, ref_hi, ref = lo, hi, "0.5 (its corrected interval)"
+        outside = False
         if not math.isfinite(mean):
             verdict = "not scored"
         elif null is not None and math.isfinite(null.low):
-            verdict = "above chance" if mean > ref_hi else "below chance" if mean < ref_lo else "at chance"
+            # both references must agree: outside the null band AND a corrected interval that excludes 0.5
+            outside = mean > ref_hi or mean < ref_lo
+            verdict = (
+                "above chance"
+                if mean > ref_hi and lo > 0.5
+                else "below chance"
+                if mean < ref_lo and hi < 0.5
+                else "at chance"
+            )
         else:
             verdict = "above chance" if lo > 0.5 else "below chance" if hi < 0.5 else "at chance"
+        caveat = (
+            " (outside the null band, but its corrected interval includes 0.5: not called above or below chance)"
+            if verdict == "at chance" and math.isfinite(mean) and null is not None and outside
+            else ""
+        )
         sentence = (
             f"{title}: {verdict} — mean AUC {mean:.2f} (Nadeau–Bengio corrected 95 % interval "
-            f"[{lo:.2f}, {hi:.2f}], {len(vals)} trials) against {ref}."
+            f"[{lo:.2f}, {hi:.2f}], {len(vals)} trials) against {ref}{caveat}."
         )
         out.append(
             {
