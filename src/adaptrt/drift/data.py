@@ -192,6 +192,18 @@ class DriftLesion:
 
 
 @dataclass(frozen=True, eq=False)
+class DriftPlanes:
+    """A dataset's ``(N, size, size)`` sample arrays (see :meth:`DriftDataset.planes`)."""
+
+    pre: NDArray[np.float32]
+    post: NDArray[np.float32]
+    drift: NDArray[np.float32]
+    pre_mask: NDArray[np.bool_]
+    post_mask: NDArray[np.bool_]
+    truth_drift: NDArray[np.float32] | None
+
+
+@dataclass(frozen=True, eq=False)
 class DriftDataset:
     """Every usable lesion's samples stacked for training, with one record per lesion.
 
@@ -265,6 +277,18 @@ class DriftDataset:
         """Sample indices (ascending) of one lesion or of several (e.g. a split's training lesions)."""
         wanted = np.atleast_1d(np.asarray(lesions, dtype=np.int64))
         return np.flatnonzero(np.isin(self.lesion_of_sample, wanted)).astype(np.int64)
+
+    def planes(self) -> DriftPlanes:
+        """The sample arrays without their channel axis, as ``(N, size, size)`` (what the study and its analyses
+        index by sample)."""
+        return DriftPlanes(
+            pre=np.asarray(self.pre[:, 0], np.float32),
+            post=np.asarray(self.post[:, 0], np.float32),
+            drift=np.asarray(self.drift[:, 0], np.float32),
+            pre_mask=np.asarray(self.pre_mask[:, 0], bool),
+            post_mask=np.asarray(self.post_mask[:, 0], bool),
+            truth_drift=None if self.truth_drift is None else np.asarray(self.truth_drift[:, 0], np.float32),
+        )
 
     def exclusion_text(self) -> str:
         """The exclusions as lines for the console and the report (empty string when none)."""

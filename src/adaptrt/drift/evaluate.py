@@ -25,6 +25,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage, stats
 
+from ..metrics.segmentation import dice
+
 __all__ = [
     "GTV_DILATION_PX",
     "fit_gtv_threshold",
@@ -63,11 +65,6 @@ def _pearson(a: NDArray[Any], b: NDArray[Any]) -> float:
     if a.std() == 0 or b.std() == 0:
         return math.nan
     return float(stats.pearsonr(a, b)[0])
-
-
-def _dice(a: NDArray[np.bool_], b: NDArray[np.bool_]) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
 
 
 def predicted_gtv(
@@ -109,7 +106,7 @@ def fit_gtv_threshold(
     for thr in grid:
         pg = predicted_gtv(post, pre_mask, float(thr))
         per = [
-            float(np.mean([_dice(pg[i], post_mask[i]) for i in np.flatnonzero(lesion == le)]))
+            float(np.mean([dice(pg[i], post_mask[i]) for i in np.flatnonzero(lesion == le)]))
             for le in np.unique(lesion)
         ]
         score = float(np.mean(per))
@@ -160,7 +157,7 @@ def lesion_metrics(
         for k in rows[0]
     }
     pg = predicted_gtv(pred_post, pre_mask, gtv_threshold)
-    out["dice_post_gtv"] = _dice(pg, np.asarray(post_mask, bool))
+    out["dice_post_gtv"] = dice(pg, np.asarray(post_mask, bool))
     pre_area = max(int(np.asarray(pre_mask).sum()), 1)
     out["area_ratio_pred"] = int(pg.sum()) / pre_area
     out["area_ratio_true"] = int(np.asarray(post_mask).sum()) / pre_area

@@ -385,12 +385,15 @@ def run_folds(dataset: Any, config: DriftConfig, *, progress: bool = False) -> D
     angle0 = np.asarray(dataset.angle_deg) == 0.0
     idx0 = np.flatnonzero(angle0)  # the evaluation samples, dataset order
     pos0 = {int(i): k for k, i in enumerate(idx0)}
-    pre = np.asarray(dataset.pre[:, 0], np.float32)
-    post = np.asarray(dataset.post[:, 0], np.float32)
-    drift = np.asarray(dataset.drift[:, 0], np.float32)
-    pre_m = np.asarray(dataset.pre_mask[:, 0], bool)
-    post_m = np.asarray(dataset.post_mask[:, 0], bool)
-    truth = None if dataset.truth_drift is None else np.asarray(dataset.truth_drift[:, 0], np.float32)
+    pl = dataset.planes()
+    pre, post, drift, pre_m, post_m, truth = (
+        pl.pre,
+        pl.post,
+        pl.drift,
+        pl.pre_mask,
+        pl.post_mask,
+        pl.truth_drift,
+    )
     shape = (len(idx0), *pre.shape[1:])
     names = [*BASELINES, *config.variant_names]
     for m in names:
