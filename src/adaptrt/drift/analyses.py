@@ -209,12 +209,15 @@ def run_analyses(
         check_conditional_labels([le.label for le in ls])
     les_of = np.asarray(dataset.lesion_of_sample)
     angle0 = np.asarray(dataset.angle_deg) == 0.0
-    pre = np.asarray(dataset.pre[:, 0], np.float32)
-    post = np.asarray(dataset.post[:, 0], np.float32)
-    drift = np.asarray(dataset.drift[:, 0], np.float32)
-    pre_m = np.asarray(dataset.pre_mask[:, 0], bool)
-    post_m = np.asarray(dataset.post_mask[:, 0], bool)
-    truth = None if dataset.truth_drift is None else np.asarray(dataset.truth_drift[:, 0], np.float32)
+    pl = dataset.planes()
+    pre, post, drift, pre_m, post_m, truth = (
+        pl.pre,
+        pl.post,
+        pl.drift,
+        pl.pre_mask,
+        pl.post_mask,
+        pl.truth_drift,
+    )
     lab_sample = np.asarray([-1 if ls[int(i)].label is None else ls[int(i)].label for i in les_of])
     mcfg = _analysis_model(config, an)
     k = an.samples
@@ -223,9 +226,13 @@ def run_analyses(
         t: {"err": [], "sd": [], "sds": []} for t in TARGETS
     }
     scores: dict[int, dict[str, float]] = {}
-    sens, sens_note = read_sensitive_fractions(getattr(dataset, "source", None))
+    sens, _ = read_sensitive_fractions(getattr(dataset, "source", None))
     if sens:
-        out.notes.append(f"Sensitive fraction (1 − resistant fraction) of each lesion read from {sens_note}.")
+        # the table's name relative to the manifest: an absolute path may be a run's temporary staging folder
+        out.notes.append(
+            "Sensitive fraction (1 − resistant fraction) of each lesion read from truth/lesions.csv next to the "
+            "manifest (the simulator's ground truth; no model reads it)."
+        )
     for fi, (tr_les_l, te_les_l) in enumerate(result.folds):
         tr_les, te_les = np.asarray(tr_les_l), np.asarray(te_les_l)
         val_pat = _carve([ls[int(i)].patient_id for i in tr_les], an.val_fraction, config.seed * 1000 + fi)
