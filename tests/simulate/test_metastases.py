@@ -203,6 +203,44 @@ def test_signature_strength_controls_visibility() -> None:
     assert mean1 < -0.4 and mean1 < mean0 - 5.0 * max(se0, se1)
 
 
+@pytest.mark.parametrize("strength", [0.0, 1.0])
+def test_first_mri_blind_to_resistant_tissue_only_at_strength_zero(
+    strength: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The negative control is structural: at strength 0 the first MRI does not depend on where (or whether)
+    resistant tissue is. The same patient is simulated twice, the second time with every resistant region
+    emptied after its random draws (so both runs consume the same random numbers): the labels' cause changes,
+    the first-MRI image must not (issue 14: a strength-0 texture cue must be chance or size, never a leak)."""
+    import adaptrt.simulate.metastases as sim
+
+    cfg = MetastasisConfig(n_patients=3, n_lesions=6, signature_strength=strength, **SMALL)  # type: ignore[arg-type]
+    real = [simulate_patient(cfg, i, r) for i, r in enumerate(spawn(3, 3))]
+    original = sim._resistant_region
+
+    def emptied(*args: object, **kwargs: object) -> tuple[np.ndarray, int]:
+        mask, k = original(*args, **kwargs)  # type: ignore[arg-type]
+        return np.zeros_like(mask), k
+
+    monkeypatch.setattr(sim, "_resistant_region", emptied)
+    blind = [simulate_patient(cfg, i, r) for i, r in enumerate(spawn(3, 3))]
+    assert sum(les.resistant["mri1"].sum() for p in real for les in p.lesions) > 0
+    assert all(les.resistant["mri1"].sum() == 0 for p in blind for les in p.lesions)
+    # the outcome did change (resistant tissue grows, so emptied lesions shrink further) ...
+    assert any(
+        a.ratio != b.ratio
+        for pa, pb in zip(real, blind, strict=True)
+        for a, b in zip(pa.lesions, pb.lesions, strict=True)
+    )
+    for pa, pb in zip(real, blind, strict=True):
+        for a, b in zip(pa.lesions, pb.lesions, strict=True):
+            np.testing.assert_array_equal(a.gtv["mri1"], b.gtv["mri1"])  # same lesion at the first MRI
+    same = all(
+        np.array_equal(pa.images["mri1"], pb.images["mri1"]) for pa, pb in zip(real, blind, strict=True)
+    )
+    # ... and the first MRI is bit-identical at strength 0, and differs once the signature is on
+    assert same is (strength == 0.0)
+
+
 # ---------------------------------------------------------------------------------------------- determinism
 def test_same_seed_same_arrays_different_seed_different() -> None:
     cfg = MetastasisConfig(n_patients=2, n_lesions=3, **SMALL)  # type: ignore[arg-type]
