@@ -352,6 +352,43 @@ def _cmd_simulate_digits(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_compare_response_drift(args: argparse.Namespace) -> int:
+    from .compare import add_comparison_section, compare_response_drift, format_table, write_comparison
+    from .report.run import RunFolder, command_line
+
+    _check_seed(args.seed)
+    if args.permutations < 0:
+        raise InputError(
+            f"the number of permutations must be >= 0, got {args.permutations}",
+            field="--permutations",
+            fix="give e.g. --permutations 1000 (0: no null band for the drift scores)",
+        )
+    _check_out(args)
+    result = compare_response_drift(args.response, args.drift, permutations=args.permutations, seed=args.seed)
+    config = {
+        "response_run": str(Path(args.response).resolve()),
+        "drift_run": str(Path(args.drift).resolve()),
+        "permutations": args.permutations,
+        "seed": args.seed,
+    }
+    with RunFolder(
+        args.out,
+        command=command_line("compare_response_drift"),
+        config=config,
+        seed=args.seed,
+        title="adaptrt compare: Part I vs Part II on the same splits",
+        overwrite=args.overwrite,
+    ) as run:
+        write_comparison(result, run.stage)
+        add_comparison_section(run.report, result)
+    print(format_table(result))
+    for note in result.notes:
+        print(f"note: {note}")
+    out = Path(args.out)
+    print(f"comparison written: {out / 'results' / 'part1_vs_part2.csv'} (report: {out / 'report.html'})")
+    return EXIT_OK
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -497,6 +534,32 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--out", required=True, help="folder to create")
     re_.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     re_.set_defaults(func=_cmd_response_explain)
+
+    cmp_ = sub.add_parser("compare", help="compare the studies' results")
+    cmpsub = cmp_.add_subparsers(dest="compare_command", metavar="ACTION", required=True)
+    crd = cmpsub.add_parser(
+        "response-drift",
+        help="Part I's models and Part II's drift scores on the response run's splits: one table of AUCs with "
+        "corrected intervals, null bands and verdicts",
+    )
+    crd.add_argument(
+        "--response", required=True, help="run folder of `adaptrt response run` (or of `adaptrt demo`)"
+    )
+    crd.add_argument(
+        "--drift",
+        required=True,
+        help="run folder of `adaptrt drift run` with its analyses (or of `adaptrt demo`: the same folder)",
+    )
+    crd.add_argument("--out", required=True, help="folder to create (CSV, JSON, report.html)")
+    crd.add_argument(
+        "--permutations",
+        type=int,
+        default=1000,
+        help="label permutations of the drift scores' null band (default 1000; 0: none)",
+    )
+    crd.add_argument("--seed", type=int, default=0, help="seed of the permutations (default 0)")
+    crd.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    crd.set_defaults(func=_cmd_compare_response_drift)
 
     from .drift.cli import add_parser as add_drift_parser
     from .target.cli import add_parser as add_target_parser

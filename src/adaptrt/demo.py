@@ -157,6 +157,8 @@ def run_demo(
             _response(run, cohort, cfg.response, progress)
         if cfg.drift is not None:
             _drift(run, cohort, cfg.drift, cfg.threshold, progress)
+        if cfg.response is not None and cfg.drift is not None:
+            _compare(run, cfg.seed)
         if cfg.glioblastoma_patients:
             _glioblastoma(run, cfg)
         if cfg.target is not None:
@@ -304,6 +306,31 @@ def _drift(run: RunFolder, cohort: Cohort, dcfg: DriftConfig, threshold: float, 
         title=f"Drift study (Part II), {dcfg.profile} profile",
         final=("method2",),
     )
+
+
+def _compare(run: RunFolder, seed: int) -> None:
+    """Part I vs Part II on the response study's splits (:mod:`adaptrt.compare`): one table from the CSVs."""
+    import dataclasses
+
+    from .compare import add_comparison_section, compare_response_drift, write_comparison
+
+    title = "Part I vs Part II on the same splits"
+    scores = run.stage / "results" / "drift_response_scores.csv"
+    if not (run.stage / "results" / "splits.csv").is_file() or not scores.is_file():
+        run.report.section(title).note(
+            "Not computed: the response study wrote no splits or the drift study no per-lesion response scores "
+            "(results/drift_response_scores.csv; its analyses did not run on this cohort)."
+        )
+        return
+    try:
+        result = compare_response_drift(run.stage, run.stage, permutations=1000, seed=seed)
+    except InputError as exc:  # e.g. the drift study excluded most lesions: say so, keep the rest of the demo
+        run.report.section(title).note(f"Not computed: {str(exc).replace(str(run.stage), str(run.path))}")
+        return
+    # the runs were read from the staging folder: name them by the run's final path in what is written
+    result = dataclasses.replace(result, response_run=str(run.path), drift_run=str(run.path))
+    write_comparison(result, run.stage)
+    add_comparison_section(run.report, result, title=title)
 
 
 def _target(run: RunFolder, cfg: DemoConfig, tcfg: TargetConfig, progress: bool) -> None:

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..metrics.resampling import chance_verdict, corrected_interval
 from ..seeding import SeedLike, as_generator
 from ..splits import Split
 
@@ -256,42 +257,6 @@ def permutation_null(
     return NullBand(low, high, med, n_permutations, tuple(tables), values, observed)
 
 
-def corrected_interval(values: Sequence[float], test_train_ratio: float) -> tuple[float, float, float]:
-    """Mean and Nadeau-Bengio corrected 95 % interval of a per-trial metric.
-
-    Parameters
-    ----------
-    values
-        Per-trial values (NaNs dropped).
-    test_train_ratio
-        ``n_test / n_train`` of one trial.
-
-    Returns
-    -------
-    (mean, low, high)
-        NaN bounds with fewer than two finite values.
-
-    Examples
-    --------
-    >>> m, lo, hi = corrected_interval([0.5, 0.7, 0.6, 0.6], 0.25)
-    >>> round(m, 3), round(hi - m, 3)
-    (0.6, 0.184)
-    """
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return math.nan, math.nan, math.nan
-    mean = float(v.mean())
-    if v.size < 2:
-        return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, v.size - 1)) * math.sqrt(
-        (1.0 / v.size + test_train_ratio) * v.var(ddof=1)
-    )
-    return mean, mean - half, mean + half
-
-
 def _ratio(splits: Sequence[Split]) -> float:
     return float(np.mean([len(s.test) / len(s.train) for s in splits]))
 
@@ -315,33 +280,18 @@ def auc_verdicts(
         vals = [float(r["auc"]) for r in metric_rows if r["model"] == key and r["test_set"] == test_set]
         if not vals:
             continue
-        mean, lo, hi = corrected_interval(vals, ratio)
-        if null is not None and math.isfinite(null.low):
-            ref_lo, ref_hi, ref = (
-                null.low,
-                null.high,
-                f"the permutation null band [{null.low:.2f}, {null.high:.2f}]",
-            )
-        else:
-            ref_lo, ref_hi, ref = lo, hi, "0.5 (its corrected interval)"
-        outside = False
-        if not math.isfinite(mean):
-            verdict = "not scored"
-        elif null is not None and math.isfinite(null.low):
-            # both references must agree: outside the null band AND a corrected interval that excludes 0.5
-            outside = mean > ref_hi or mean < ref_lo
-            verdict = (
-                "above chance"
-                if mean > ref_hi and lo > 0.5
-                else "below chance"
-                if mean < ref_lo and hi < 0.5
-                else "at chance"
-            )
-        else:
-            verdict = "above chance" if lo > 0.5 else "below chance" if hi < 0.5 else "at chance"
+        mean, lo, hi = corrected_interval(vals, ratio, bounds=(0.0, 1.0))
+        band = (null.low, null.high) if null is not None and math.isfinite(null.low) else None
+        ref = (
+            f"the permutation null band [{band[0]:.2f}, {band[1]:.2f}]"
+            if band is not None
+            else "0.5 (its corrected interval)"
+        )
+        verdict, _why = chance_verdict(mean, lo, hi, *(band if band is not None else (None, None)))
+        outside = band is not None and math.isfinite(mean) and not band[0] <= mean <= band[1]
         caveat = (
             " (outside the null band, but its corrected interval includes 0.5: not called above or below chance)"
-            if verdict == "at chance" and math.isfinite(mean) and null is not None and outside
+            if verdict == "at chance" and outside
             else ""
         )
         sentence = (
@@ -397,7 +347,7 @@ def cam_verdicts(
                 excess = [float(np.mean([v - c for v, c in pairs])) for pairs in per_trial.values()]
                 score_mean = float(np.mean([v for pairs in per_trial.values() for v, _ in pairs]))
                 chance_mean = float(np.mean([c for pairs in per_trial.values() for _, c in pairs]))
-                m, lo, hi = corrected_interval(excess, ratio)
+                m, lo, hi = corrected_interval(excess, ratio, bounds=(-1.0, 1.0))
                 verdict = (
                     "above chance"
                     if lo > 0
