@@ -52,6 +52,24 @@ def test_null_band_contains_half_and_is_reproducible():
         permutation_null({"pixels": (x, x)}, y, splits, n_permutations=0)
 
 
+def test_null_keeps_the_true_test_labels():
+    """Only the training labels are permuted: a test set that carries the label (as the second MRI carries
+    the responders' early shrinkage) spreads the null of a model that learned nothing, instead of hiding it."""
+    rng = np.random.default_rng(0)
+    n = 40
+    y = (np.arange(n) % 2).astype(np.int64)
+    x_train = rng.normal(size=(n, 1))  # nothing to learn
+    x_test = y[:, None] + 0.01 * rng.normal(size=(n, 1))  # the test images give the label away
+    splits = grouped_splits(y, np.arange(n) // 2, n_trials=1, test_size=0.25, seed=0)
+    nb = permutation_null({"pixels": (x_train, x_test)}, y, splits, n_permutations=40, seed=0)
+    v = nb.values["pixels"]
+    v = v[np.isfinite(v)]
+    # one trial, one feature: a model fitted to permuted labels gets AUC ~0 or ~1 on the true test labels
+    # (with permuted test labels as well it would scatter around 0.5)
+    assert np.mean(np.abs(v - 0.5) > 0.4) > 0.8
+    assert nb.low < 0.1 and nb.high > 0.9
+
+
 def test_a_strong_signal_is_above_the_null_and_verdicts_say_so():
     x, y, splits = _cohort(signal=3.0)
     nb = permutation_null({"gradients": (x, x)}, y, splits, n_permutations=30, seed=0)

@@ -10,16 +10,22 @@ not a standard error. This module gives the two references a reader needs next t
 The permutation null band (:func:`permutation_null`)
 ----------------------------------------------------
 The labels of the lesions are permuted at random (``n_permutations`` times); for each permutation every
-cheap model is fitted on each trial's training lesions with the permuted labels and scored (ROC AUC) on the
-trial's test lesions, **with the same splits as the study**, and the AUC is averaged over the trials, as
-Table 1 averages it. The 5th-95th percentiles of those means (all cheap models pooled) are the 90 % null
-band: where the mean AUC of a model without signal falls under this protocol on this cohort. The cheap
-models (:func:`study_null`) are the study's gradient pipeline
+cheap model is fitted on each trial's training lesions with the **permuted** labels and scored (ROC AUC)
+against the **true** labels of the trial's test lesions, **with the same splits as the study**, and the AUC is
+averaged over the trials, as Table 1 averages it. The 5th-95th percentiles of those means (all cheap models
+pooled) are the 90 % null band: where the mean AUC of a model that learned nothing from the labels falls
+under this protocol on this cohort. Only the training labels are permuted because the test images need not
+be independent of the labels: the second MRI shows the early shrinkage of responders (its volume change alone
+separates the classes with AUC ~0.9 on the default cohort), so a model whose training taught it nothing
+still scores far from 0.5 there, on either side, by how its arbitrary weights happen to line up with that
+shrinkage. Permuting the test labels as well would remove that spread and make such a model look
+"significant"; keeping them puts it into the band. On the first MRI (no such cue) both nulls agree. The
+cheap models (:func:`study_null`) are the study's gradient pipeline
 (:func:`adaptrt.response.features.feature_model`, about 9 ms per fit; the radiomics pipeline, about 12 ms,
 only when gradients were not run) and a pixel baseline (:data:`PIXEL_MODEL`: L2 logistic regression on the 16 × 16
 block means of the unrotated 64 × 64 crop, trained on the first MRI, tested on the second, like the others).
 The network is not refitted per permutation (minutes per fit); its null is taken to be that of the cheap
-models, which see the same splits and test-set sizes. Trials whose permuted test labels hold one class only
+models, which see the same splits and test sets. Trials whose permuted training labels hold one class only
 are skipped in that permutation's mean.
 
 The corrected interval (:func:`corrected_interval`)
@@ -30,11 +36,12 @@ The Nadeau-Bengio corrected resampled t interval of a mean over ``J`` overlappin
 
 Verdicts (:func:`auc_verdicts`, :func:`cam_verdicts`)
 -----------------------------------------------------
-A model is *above chance* when its mean AUC lies above the null band, *below chance* when it lies below it,
-and *at chance* otherwise; the sentence gives the corrected interval too. CAM-vs-truth scores: each score
-minus its chance level (AUC: 0.5; pointing game and CAM mass in the truth: the fraction of the GTV covered by
-the true sub-region), averaged per trial, with the corrected interval over trials: above / below chance when
-the interval excludes 0 on that side.
+A model is *above chance* only when its mean AUC lies above the null band **and** its corrected interval
+excludes 0.5 (*below chance*: below the band and the interval below 0.5), *at chance* otherwise
+(:func:`adaptrt.metrics.resampling.chance_verdict`); the sentence gives both references. CAM-vs-truth scores:
+each score minus its chance level (AUC: 0.5; pointing game and CAM mass in the truth: the fraction of the GTV
+covered by the true sub-region), averaged per trial, with the corrected interval over trials: above / below
+chance when the interval excludes 0 on that side.
 """
 
 from __future__ import annotations
@@ -146,17 +153,19 @@ def _mean_auc(
     make: Any,
     x_train: NDArray[np.float64],
     x_test: NDArray[np.float64],
-    y: NDArray[np.int64],
+    y_fit: NDArray[np.int64],
+    y_test: NDArray[np.int64],
     splits: Sequence[Split],
 ) -> float:
+    """Mean test AUC over ``splits``: fitted on ``y_fit`` of the training lesions, scored on ``y_test``."""
     vals = []
     for s in splits:
-        ytr = y[s.train]
+        ytr = y_fit[s.train]
         if ytr.min() == ytr.max():
             continue
         model = make()
         model.fit(x_train[s.train], ytr)
-        vals.append(_auc(y[s.test], model.predict_proba(x_test[s.test])[:, 1]))
+        vals.append(_auc(y_test[s.test], model.predict_proba(x_test[s.test])[:, 1]))
     arr = np.array(vals, dtype=float)
     arr = arr[np.isfinite(arr)]
     return float(arr.mean()) if arr.size else math.nan
@@ -168,9 +177,11 @@ def _null_chunk(
     xa: NDArray[np.float64],
     xb: NDArray[np.float64],
     labels: Sequence[NDArray[np.int64]],
+    y_test: NDArray[np.int64],
     splits: Sequence[Split],
 ) -> list[float]:
-    """Mean AUC over ``splits`` of the cheap model ``name`` for each label vector of ``labels``."""
+    """Mean AUC over ``splits`` of the cheap model ``name`` fitted with each training-label vector of
+    ``labels`` and scored against the test labels ``y_test``."""
     from .features import feature_model
 
     def make() -> Any:
@@ -181,7 +192,7 @@ def _null_chunk(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=RuntimeWarning)
-        return [_mean_auc(make, xa, xb, yp, splits) for yp in labels]
+        return [_mean_auc(make, xa, xb, yp, y_test, splits) for yp in labels]
 
 
 def permutation_null(
@@ -234,13 +245,13 @@ def permutation_null(
     values: dict[str, NDArray[np.float64]] = {}
     observed: dict[str, float] = {}
     for name, (xa, xb) in tables.items():
-        observed[name] = _null_chunk(name, profile, xa, xb, [y], splits)[0]
+        observed[name] = _null_chunk(name, profile, xa, xb, [y], y, splits)[0]
         if n_jobs > 1 and n_permutations > 1:
             from joblib import Parallel, delayed
 
             chunks = [perms[i::n_jobs] for i in range(n_jobs)]
             parts = Parallel(n_jobs=n_jobs)(
-                delayed(_null_chunk)(name, profile, xa, xb, c, splits) for c in chunks if c
+                delayed(_null_chunk)(name, profile, xa, xb, c, y, splits) for c in chunks if c
             )
             # undo the round-robin split so that values[i] belongs to perms[i]
             vals = np.empty(n_permutations)
@@ -248,7 +259,7 @@ def permutation_null(
                 vals[i::n_jobs] = part
             values[name] = vals
         else:
-            values[name] = np.array(_null_chunk(name, profile, xa, xb, perms, splits))
+            values[name] = np.array(_null_chunk(name, profile, xa, xb, perms, y, splits))
     pooled = np.concatenate(list(values.values()))
     pooled = pooled[np.isfinite(pooled)]
     low, med, high = (
