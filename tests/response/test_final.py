@@ -296,3 +296,33 @@ def test_explain_and_predict_agree_on_a_lesion(final, saved, tiny_manifest, tmp_
         assert info["model"]["path"].endswith("final_cam.pt") and info["model_kind"].startswith("final model")
         assert len(info["probability_slices"]) == pred[key]["n_slices"]
         assert info["probability_responder"] == pytest.approx(pred[key]["p_cam"], abs=1e-6)
+
+
+def test_engine_trainer_fits_the_final_network_as_fit(prepared, tiny_manifest, tmp_path):
+    """The paper profile's trainer (fit_fast, no monitoring data) gives fit's final network to float32
+    rounding, as an AutoencoderClassifier that is saved, loaded and used by predict as before."""
+    from .test_batched import _NOISE_ONLY
+
+    base = dataclasses.replace(_config(), models=("cam",))
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, epochs=1))
+    torch.set_num_threads(1)
+    fast = fit_final_models(prepared, dataclasses.replace(base, trainer="engine", compile=False))
+    plain = fit_final_models(prepared, dataclasses.replace(base, trainer="plain"))
+    got, want = fast.networks["cam"], plain.networks["cam"]
+    assert type(got) is type(want) and got.seed == want.seed == base.seed
+    sd_got, sd_want = got.model_.state_dict(), want.model_.state_dict()
+    assert sd_got.keys() == sd_want.keys()
+    for k in sd_want:
+        if k not in _NOISE_ONLY:
+            torch.testing.assert_close(sd_got[k], sd_want[k], rtol=1e-4, atol=1e-5, msg=k)
+    assert [h["epoch"] for h in got.history_] == [h["epoch"] for h in want.history_] == [1]
+    assert got.history_[0]["val_loss"] is None and want.history_[0]["val_loss"] is None
+    assert fast.n_samples["cam"] == sum(len(d.train) for d in prepared)
+    # saved and loaded as before; predict uses the loaded network
+    save_final_models(fast, tmp_path / "run")
+    loaded = load_final_models(tmp_path / "run")
+    rows = predict_cohort(loaded, read_manifest(tiny_manifest))
+    d = prepared[0]
+    p = got.predict_proba(d.test_mri1.image, d.test_mri1.mask_bottleneck)
+    row = next(r for r in rows if r["lesion"] == d.key)
+    assert row["p_cam"] == pytest.approx(float(np.mean(p)), abs=1e-6)

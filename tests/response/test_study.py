@@ -256,3 +256,105 @@ def test_trainer_settings_are_checked():
         response_config("quick", workers=0)
     with pytest.raises(InputError, match="compile must be true or false"):
         response_config("quick", compile="yes")
+
+
+def _assert_same_lesions(a, b):
+    assert [d.key for d in a] == [d.key for d in b]
+    for x, y in zip(a, b, strict=True):
+        assert (x.label, x.ratio) == (y.label, y.ratio)
+        for part in ("train", "test_mri2", "test_mri1"):
+            np.testing.assert_equal(vars(getattr(x, part)), vars(getattr(y, part)))
+        np.testing.assert_equal(x.features, y.features)  # NaN features compare equal here
+        np.testing.assert_equal(x.truth_mri2, y.truth_mri2)
+        np.testing.assert_equal(dict(x.gradient_maps_mri2), dict(y.gradient_maps_mri2))
+
+
+def test_parallel_preparation_equals_serial(tiny_manifest):
+    cfg = _config(models=("gradients", "cam"))  # radiomics: the same path, slower
+    cohort = read_manifest(tiny_manifest)
+    serial, notes_serial = prepare_cohort(cohort, cfg, n_jobs=1)
+    parallel, notes_parallel = prepare_cohort(cohort, cfg, n_jobs=2)
+    assert notes_parallel == notes_serial
+    assert len(serial) == TINY.n_lesions and serial[0].truth_mri2 is not None
+    _assert_same_lesions(serial, parallel)
+
+
+def test_preparation_jobs():
+    from adaptrt.errors import InputError
+    from adaptrt.response.study import MIN_LESIONS_PER_WORKER, preparation_jobs
+
+    cfg = _config(workers=4)
+    assert preparation_jobs(cfg, 100) == 4
+    assert preparation_jobs(cfg, 2 * MIN_LESIONS_PER_WORKER) == 2  # a small cohort: fewer processes
+    assert preparation_jobs(cfg, MIN_LESIONS_PER_WORKER - 1) == 1  # a tiny one: in this process
+    assert preparation_jobs(cfg, 3, n_jobs=2) == 2 and preparation_jobs(cfg, 1, n_jobs=2) == 1
+    with pytest.raises(InputError, match="n_jobs must be None or an int >= 1"):
+        preparation_jobs(cfg, 10, n_jobs=0)
+
+
+def test_an_unreadable_lesion_is_an_input_error_naming_it(tiny_manifest, tmp_path):
+    import shutil
+
+    from adaptrt.errors import InputError
+
+    root = tmp_path / "cohort"
+    shutil.copytree(tiny_manifest.parent, root)
+    with (root / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    bad = next(r for r in rows if r["timepoint"] == "mri2")
+    (root / bad["mask"]).write_bytes(b"not a DICOM file")
+    key = f"{bad['patient_id']}/{bad['lesion_id']}"
+    for n_jobs in (1, 2):
+        with pytest.raises(InputError, match=f"lesion {key}: ") as info:
+            prepare_cohort(
+                read_manifest(root / "manifest.csv"), _config(models=("gradients",)), n_jobs=n_jobs
+            )
+        assert info.value.path is not None and bad["mask"].split("/")[-1] in info.value.path
+
+
+def test_final_network_in_the_trials_pool_equals_a_separate_fit(tiny_manifest):
+    # run_trials(final_networks=True) trains the final network with the trials' workers: bit for bit the
+    # network fit_final_models trains on its own (in this process), and the trials' networks are unchanged
+    from adaptrt.response.final import fit_final_models
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    cfg = _config(models=("cam",), score_cams=False, trainer="engine", workers=2, compile=False)
+    lesions, _ = prepare_cohort(read_manifest(tiny_manifest), cfg)
+    both = run_trials(lesions, cfg, final_networks=True)
+    alone = fit_final_models(lesions, cfg)
+    assert set(both.final_networks) == {"cam"}
+    combined = fit_final_models(lesions, cfg, networks=both.final_networks)
+    assert combined.networks["cam"] is both.final_networks["cam"]
+    want = alone.networks["cam"].model_.state_dict()
+    for k, v in combined.networks["cam"].model_.state_dict().items():
+        assert torch.equal(v, want[k]), k
+    trials_only = run_trials(lesions, cfg)
+    assert not trials_only.final_networks
+    assert [p["probability"] for p in trials_only.prediction_rows] == [
+        p["probability"] for p in both.prediction_rows
+    ]
+    other_seed = dataclasses.replace(cfg, seed=1)
+    with pytest.raises(ValueError, match="another config or seed"):
+        fit_final_models(lesions, other_seed, networks=both.final_networks)
+
+
+def test_monitoring_pass_does_not_change_the_engine_network(tiny_manifest):
+    # the engine trainer skips the per-epoch test curves of every trial but the first: same networks
+    from adaptrt.response.engine import fit_fast
+    from adaptrt.response.study import _trial_data
+    from adaptrt.splits import grouped_splits
+
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    cfg = _config(models=("cam",))
+    lesions, _ = prepare_cohort(read_manifest(tiny_manifest), cfg)
+    y = np.array([d.label for d in lesions])
+    groups = np.array([d.lesion.patient_id for d in lesions])
+    split = grouped_splits(y, groups, n_trials=1, test_size=0.25, seed=0)[0]
+    data = [_trial_data(lesions, y, split, monitor=m) for m in (True, False)]
+    assert data[0].x_val is not None and data[1].x_val is None
+    monitored, plain = fit_fast(cfg.train, data, [7, 7], workers=1, compile=False)
+    assert monitored.history_[0]["val_loss"] is not None and plain.history_[0]["val_loss"] is None
+    for k, v in monitored.model_.state_dict().items():
+        assert torch.equal(v, plain.model_.state_dict()[k]), k

@@ -70,6 +70,7 @@ from .study import (
     NETWORK_MODELS,
     LesionData,
     ResponseConfig,
+    final_training_data,
     network_train_config,
     prepare_first,
     prepare_later,
@@ -209,7 +210,11 @@ def _fit_pipeline(kind: str, x: NDArray[np.float64], y: NDArray[np.int64], seed:
 
 
 def fit_final_models(
-    lesions: Sequence[LesionData], config: ResponseConfig, *, progress: bool = False
+    lesions: Sequence[LesionData],
+    config: ResponseConfig,
+    *,
+    progress: bool = False,
+    networks: Mapping[str, Any] | None = None,
 ) -> FinalModels:
     """Fit every model of ``config.models`` on all ``lesions`` (the deployment models).
 
@@ -217,6 +222,12 @@ def fit_final_models(
     lesion (``sum(len(d.train))`` samples, e.g. 69 × 6 = 414), pipelines on the first-MRI features of every
     lesion (one row each), all with ``config.seed``. Table 1 of the trials estimates how these models
     perform on new lesions.
+
+    The networks are trained like the trials': with ``config.trainer == "engine"`` by
+    :func:`adaptrt.response.engine.fit_fast` (``config.compile``; no monitoring data), otherwise by
+    :meth:`adaptrt.response.train.AutoencoderClassifier.fit` (``"batched"`` and ``"plain"``: one network is
+    not worth stacking). Either way the result is an ``AutoencoderClassifier`` equal to ``fit``'s up to
+    float32 rounding, saved and loaded the same way.
 
     Parameters
     ----------
@@ -226,6 +237,11 @@ def fit_final_models(
         The study's settings.
     progress
         Show a progress bar over each network's epochs.
+    networks
+        Final networks already trained with this recipe, ``{name: AutoencoderClassifier}``: those of
+        ``ResponseResults.final_networks`` (:func:`adaptrt.response.study.run_trials` with
+        ``final_networks=True`` trains them in the trials' worker pool). The networks not given are trained
+        here.
 
     Returns
     -------
@@ -235,7 +251,10 @@ def fit_final_models(
     ------
     InputError
         Fewer than two lesions of either class.
+    ValueError
+        A network in ``networks`` with another training config or seed than this recipe's.
     """
+    from .engine import fit_fast
     from .features import features_table
     from .train import AutoencoderClassifier
 
@@ -248,7 +267,7 @@ def fit_final_models(
             field="threshold",
             fix="check the labels of the cohort (adaptrt cohort check) or the response threshold",
         )
-    networks: dict[str, Any] = {}
+    fitted: dict[str, Any] = {}
     features: dict[str, FeatureModel] = {}
     n_samples: dict[str, int] = {}
     for kind in FEATURE_KINDS:
@@ -259,16 +278,35 @@ def fit_final_models(
         features[kind] = FeatureModel(kind, pipe, tuple(names))
         n_samples[kind] = len(lesions)
     if any(name in config.models for name in NETWORK_MODELS):
-        xt, mt = _stack([d.train for d in lesions])
-        yt = np.concatenate([np.full(len(d.train), d.label) for d in lesions])
+        data = final_training_data(lesions)
         for name in NETWORK_MODELS:
             if name not in config.models:
                 continue
-            est = AutoencoderClassifier(network_train_config(config, name), seed=config.seed)
-            networks[name] = est.fit(xt, mt, yt, progress=progress)
-            n_samples[name] = len(yt)
+            train = network_train_config(config, name)
+            given = (networks or {}).get(name)
+            if given is not None:
+                if given.config != train or given.seed != config.seed:
+                    raise ValueError(
+                        f"the given {name!r} network was trained with another config or seed than the final "
+                        f"recipe (seed {given.seed}, expected {config.seed})"
+                    )
+                fitted[name] = given
+            elif config.trainer == "engine":
+                # the trials' fast trainer: the same network as fit up to float32 rounding, several times faster
+                (fitted[name],) = fit_fast(
+                    train,
+                    [data],
+                    [config.seed],
+                    workers=config.workers,
+                    compile=config.compile,
+                    progress=progress,
+                )
+            else:
+                est = AutoencoderClassifier(train, seed=config.seed)
+                fitted[name] = est.fit(data.x, data.mask, data.y, progress=progress)
+            n_samples[name] = len(data.y)
     return FinalModels(
-        networks=networks,
+        networks=fitted,
         features=features,
         threshold=float(config.threshold),
         preprocess=config.preprocess,

@@ -7,10 +7,12 @@ performance Table 1 estimates; ``adaptrt response predict`` applies them to new 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import math
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,22 +61,39 @@ def run_response_study(
 
     Nothing is written when the manifest, a file it lists, or the cohort's size is bad (an
     :class:`~adaptrt.errors.InputError` names the problem).
+
+    With the ``"engine"`` trainer the final networks are trained in the trials' worker pool
+    (:func:`adaptrt.response.study.run_trials` with ``final_networks=True``). ``results/timings.json``
+    records the wall seconds of each part of the run (cohort check, lesion preparation, trials and their
+    parts, null band, final models, results and report; ``benchmarks/response_run.py`` prints them).
     """
     from ..io.manifest import check_cohort, read_manifest
     from .final import fit_final_models, save_final_models
 
     started = _dt.datetime.now(_dt.UTC)
+    seconds: dict[str, float] = {}
     check_writable(out, overwrite=overwrite)
-    cohort = read_manifest(manifest)
-    check_cohort(cohort, threshold=config.threshold, progress=progress)
+    with _timed(seconds, "cohort check"):
+        cohort = read_manifest(manifest)
+        check_cohort(cohort, threshold=config.threshold, progress=progress)
     _, truth_note = read_truth_table(cohort.source)
     if truth_note is not None and progress:
         print(f"note: {truth_note}")
-    lesions, notes = prepare_cohort(cohort, config, progress=progress)
+    with _timed(seconds, "prepare lesions"):
+        lesions, notes = prepare_cohort(cohort, config, progress=progress)
     check_usable_lesions(cohort, lesions, notes, config.threshold, manifest=manifest)
-    results = run_trials(lesions, config, progress=progress)
-    null = chance_reference(lesions, results, config)
-    final = fit_final_models(lesions, config, progress=progress) if config.fit_final else None
+    with _timed(seconds, "trials"):
+        # with the engine trainer the final networks are trained in the trials' worker pool
+        results = run_trials(lesions, config, progress=progress, final_networks=config.fit_final)
+    seconds.update({f"trials: {k}": v for k, v in results.seconds.items()})
+    with _timed(seconds, "null band"):
+        null = chance_reference(lesions, results, config)
+    with _timed(seconds, "final models"):
+        final = (
+            fit_final_models(lesions, config, progress=progress, networks=results.final_networks)
+            if config.fit_final
+            else None
+        )
     command = command_line("run_response_study")
     with RunFolder(
         out,
@@ -85,13 +104,51 @@ def run_response_study(
         title="adaptrt response study (Part I)",
         started=started,
     ) as run:
-        write_results(run, lesions, notes, results, config, null=null)
-        if final is not None:
-            save_final_models(final, run.stage)
-        add_report_sections(
-            run, run.report, lesions, notes, results, config, final=final, truth_note=truth_note, null=null
-        )
+        with _timed(seconds, "results and report"):
+            write_results(run, lesions, notes, results, config, null=null)
+            if final is not None:
+                save_final_models(final, run.stage)
+            add_report_sections(
+                run,
+                run.report,
+                lesions,
+                notes,
+                results,
+                config,
+                final=final,
+                truth_note=truth_note,
+                null=null,
+            )
+        run.write_json("results/timings.json", _timings(seconds, config))
     return Path(out)
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    """Add the wall time of the block to ``seconds[name]``."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _timings(seconds: Mapping[str, float], config: ResponseConfig) -> dict[str, Any]:
+    """``results/timings.json``: wall seconds of each part of the run and the settings that set them."""
+    return {
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "note": (
+            "wall-clock seconds of each part in this process; 'trials: ...' are parts of 'trials'; not "
+            "included: starting Python and importing adaptrt, and rendering report.html after 'results and "
+            "report'"
+        ),
+        "cpu_count": os.cpu_count(),
+        "workers": config.workers,
+        "trainer": config.trainer,
+        "compile": config.compile,
+        "n_trials": config.n_trials,
+        "epochs": config.train.epochs,
+    }
 
 
 def chance_reference(

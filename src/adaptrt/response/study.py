@@ -43,8 +43,9 @@ import csv
 import dataclasses
 import itertools
 import math
+import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -63,6 +64,7 @@ from .train import PAPER, QUICK, TrainConfig
 
 __all__ = [
     "CAM_METHODS",
+    "MIN_LESIONS_PER_WORKER",
     "MODEL_NAMES",
     "NETWORK_MODELS",
     "TABLE1_METRICS",
@@ -71,8 +73,10 @@ __all__ = [
     "ResponseConfig",
     "ResponseResults",
     "check_usable_lesions",
+    "final_training_data",
     "fov_box",
     "network_train_config",
+    "preparation_jobs",
     "prepare_cohort",
     "prepare_first",
     "prepare_later",
@@ -137,7 +141,9 @@ class ResponseConfig:
     batch_trials
         Trials trained together by the ``"batched"`` trainer.
     workers
-        Worker processes of the ``"engine"`` trainer; None: torch's thread count (the CPU cores).
+        Worker processes of the parallel parts: the ``"engine"`` trainer (None: torch's thread count, the CPU
+        cores), the lesion preparation (:func:`prepare_cohort`; None: every CPU thread, at least
+        :data:`MIN_LESIONS_PER_WORKER` lesions each) and the permutation null band.
     compile
         Let the ``"engine"`` trainer fuse its elementwise kernels with ``torch.compile`` and run its first
         encoder block as a native C kernel (each falls back, with a warning, where it cannot be built;
@@ -419,39 +425,61 @@ def prepare_later(image: Volume, gtv: Volume, first: LesionSlices, config: Prepr
     return prepare_lesion(image, gtv, config, box=first.box, slices=np.unique(first.slice_index))
 
 
-def prepare_cohort(
-    cohort: Cohort,
-    config: ResponseConfig,
-    *,
-    progress: bool = False,
-) -> tuple[list[LesionData], list[str]]:
-    """Load, label and preprocess every lesion; return the usable lesions and the exclusion notes.
+#: Lesions per worker process below which :func:`prepare_cohort` (``n_jobs=None``) uses fewer processes. A
+#: worker costs about 7 s of CPU to start (it imports torch, scikit-learn, SimpleITK and PyRadiomics): the
+#: work of about 15 lesions in the quick profile (0.5 s each), 5 in the paper profile (1-2 s each, wavelets).
+MIN_LESIONS_PER_WORKER = 16
 
-    A lesion is excluded (with a note) when it has no follow-up (no label) or no second MRI (no test image),
-    or when :func:`adaptrt.preprocess.exclusion_reason` rejects its first or second MRI (empty GTV, GTV on
-    the image border, GTV smaller than one slice, ...).
 
-    The second MRI is cut with the first MRI's box and slices (:func:`prepare_later`, unless
-    ``config.later_crop == "own"``); with ``config.fov_mm`` every crop is a fixed field of view.
+@dataclass(frozen=True)
+class _Failed:
+    """An :class:`InputError` raised while preparing one lesion, as plain fields (sent back by a worker)."""
+
+    problem: str
+    path: str | None
+    field: str | None
+    row: int | None
+    fix: str | None
+
+
+def preparation_jobs(config: ResponseConfig, n_lesions: int, n_jobs: int | None = None) -> int:
+    """The worker processes :func:`prepare_cohort` uses for ``n_lesions`` lesions.
+
+    ``n_jobs`` given: that many (at most one per lesion). None: ``config.workers``, else every CPU thread
+    (:func:`os.cpu_count`), with at least :data:`MIN_LESIONS_PER_WORKER` lesions per process (so a small
+    cohort is prepared in this process, without start-up costs).
+
+    Raises
+    ------
+    InputError
+        ``n_jobs`` not None and not an int >= 1.
     """
-    from tqdm.auto import tqdm
+    import os
 
+    if n_jobs is not None:
+        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+            raise InputError(f"n_jobs must be None or an int >= 1, got {n_jobs!r}", field="n_jobs")
+        return max(1, min(n_jobs, n_lesions))
+    want = config.workers or os.cpu_count() or 1
+    return max(1, min(want, n_lesions // MIN_LESIONS_PER_WORKER))
+
+
+def _prepare_one(
+    lesion: Lesion, config: ResponseConfig, truth_row: Mapping[str, str] | None, source: Path | None
+) -> LesionData | str | _Failed:
+    """Load, label and preprocess one lesion (see :func:`prepare_cohort`): its data, an exclusion note, or
+    the :class:`InputError` that stopped it. Runs in a worker process or in the caller's."""
     from ..cohort import mask_volume_mm3, response_label
     from ..io.nifti import read_nifti
     from .gradients import gradient_features, gradient_maps
     from .radiomics import radiomics_features
 
-    truth, _ = read_truth_table(cohort.source)
+    les = lesion
+    missing = [t for t in (FIRST_TIMEPOINT, SECOND_TIMEPOINT, FOLLOWUP_TIMEPOINT) if t not in les.timepoints]
+    if missing:
+        return f"{les.key}: no {' / '.join(missing)} (needs first MRI, second MRI and follow-up)"
     test_cfg = dataclasses.replace(config.preprocess, angles_deg=(0.0,))
-    lesions: list[LesionData] = []
-    notes: list[str] = []
-    for les in tqdm(cohort.lesions, desc="preparing lesions", unit="lesion", disable=not progress):
-        missing = [
-            t for t in (FIRST_TIMEPOINT, SECOND_TIMEPOINT, FOLLOWUP_TIMEPOINT) if t not in les.timepoints
-        ]
-        if missing:
-            notes.append(f"{les.key}: no {' / '.join(missing)} (needs first MRI, second MRI and follow-up)")
-            continue
+    try:
         img1, gtv1 = les[FIRST_TIMEPOINT].load_image(), les[FIRST_TIMEPOINT].load_mask()
         img2, gtv2 = les[SECOND_TIMEPOINT].load_image(), les[SECOND_TIMEPOINT].load_mask()
         gtv_fu = les[FOLLOWUP_TIMEPOINT].load_mask()
@@ -463,8 +491,7 @@ def prepare_cohort(
             else:
                 t2 = prepare_later(img2, gtv2, t1, test_cfg)
         except InputError as exc:
-            notes.append(f"{les.key}: {exc.problem}")
-            continue
+            return f"{les.key}: {exc.problem}"
         lab = response_label(mask_volume_mm3(gtv1), mask_volume_mm3(gtv_fu), config.threshold)
         feats: dict[str, dict[str, dict[str, float]]] = {}
         if "radiomics" in config.models:
@@ -480,11 +507,136 @@ def prepare_cohort(
         mag, rad = gradient_maps(img2, gtv2, config.gradients)
         maps = {"magnitude": sample_like(mag, t2, kind="image"), "radial": sample_like(rad, t2, kind="image")}
         truth_mask = None
-        row = truth.get((les.patient_id, les.lesion_id))
-        if row is not None and row.get(f"resistant_{SECOND_TIMEPOINT}") and cohort.source is not None:
-            res = read_nifti(cohort.source.parent / row[f"resistant_{SECOND_TIMEPOINT}"], kind="mask")
+        if truth_row is not None and truth_row.get(f"resistant_{SECOND_TIMEPOINT}") and source is not None:
+            res = read_nifti(source.parent / truth_row[f"resistant_{SECOND_TIMEPOINT}"], kind="mask")
             truth_mask = sample_like(res, t2, kind="mask") & t2.mask
-        lesions.append(LesionData(les, int(lab.responder), lab.ratio, train, t2, t1, feats, truth_mask, maps))
+    except InputError as exc:
+        return _Failed(exc.problem, exc.path, exc.field, exc.row, exc.fix)
+    return LesionData(les, int(lab.responder), lab.ratio, train, t2, t1, feats, truth_mask, maps)
+
+
+def _prepare_patient(
+    lesions: Sequence[tuple[Lesion, Mapping[str, str] | None]], config: ResponseConfig, source: Path | None
+) -> list[LesionData | str | _Failed]:
+    """:func:`_prepare_one` for the lesions of one patient (with their truth rows), in order, up to the first
+    failure. One task per patient: its lesions share image series, which the loader's cache reads once."""
+    out: list[LesionData | str | _Failed] = []
+    for lesion, truth_row in lesions:
+        out.append(_prepare_one(lesion, config, truth_row, source))
+        if isinstance(out[-1], _Failed):
+            break
+    return out
+
+
+def _prepare_patient_in_worker(
+    lesions: Sequence[tuple[Lesion, Mapping[str, str] | None]], config: ResponseConfig, source: Path | None
+) -> list[LesionData | str | _Failed]:
+    """:func:`_prepare_patient` in a worker process, on one thread: torch and ITK (PyRadiomics' filters)
+    here, BLAS and OpenMP by joblib (``inner_max_num_threads=1``); the workers share the cores, nothing more."""
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    try:
+        import SimpleITK
+
+        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    except ImportError:  # PyRadiomics' dependency; without it only the gradient features run
+        pass
+    return _prepare_patient(lesions, config, source)
+
+
+def prepare_cohort(
+    cohort: Cohort,
+    config: ResponseConfig,
+    *,
+    progress: bool = False,
+    n_jobs: int | None = None,
+) -> tuple[list[LesionData], list[str]]:
+    """Load, label and preprocess every lesion; return the usable lesions and the exclusion notes.
+
+    A lesion is excluded (with a note) when it has no follow-up (no label) or no second MRI (no test image),
+    or when :func:`adaptrt.preprocess.exclusion_reason` rejects its first or second MRI (empty GTV, GTV on
+    the image border, GTV smaller than one slice, ...).
+
+    The second MRI is cut with the first MRI's box and slices (:func:`prepare_later`, unless
+    ``config.later_crop == "own"``); with ``config.fov_mm`` every crop is a fixed field of view.
+
+    The lesions are prepared in ``n_jobs`` worker processes (joblib's ``loky``; see
+    :func:`preparation_jobs` for the default), one task per patient (its lesions share image series, which
+    the loader's cache then reads once), each task loading its own files and running on one thread; the
+    results come back in manifest order, so they do not depend on the number of processes.
+
+    Parameters
+    ----------
+    cohort
+        The cohort (:func:`adaptrt.io.manifest.read_manifest`).
+    config
+        The study's settings (preprocessing, features, threshold; ``workers`` for the default ``n_jobs``).
+    progress
+        Show a progress bar over the lesions.
+    n_jobs
+        Worker processes; 1: in this process; None: :func:`preparation_jobs`.
+
+    Returns
+    -------
+    lesions, notes
+        The usable lesions (manifest order) and one exclusion note per excluded lesion.
+
+    Raises
+    ------
+    InputError
+        A lesion's image or mask cannot be read (the message names the lesion and the file), or a bad
+        ``n_jobs``.
+    """
+    from tqdm.auto import tqdm
+
+    truth, _ = read_truth_table(cohort.source)
+    groups = [
+        [(les, truth.get((les.patient_id, les.lesion_id))) for les in patient.lesions]
+        for patient in cohort.patients
+        if patient.lesions
+    ]
+    jobs = preparation_jobs(config, sum(len(g) for g in groups), n_jobs)
+    outcomes: Iterator[list[LesionData | str | _Failed]]
+    if jobs == 1:
+        outcomes = (_prepare_patient(g, config, cohort.source) for g in groups)
+    else:
+        from joblib import Parallel, delayed, parallel_config
+
+        # inner_max_num_threads=1: BLAS / OpenMP in the workers on one thread each (no oversubscription)
+        with parallel_config(backend="loky", inner_max_num_threads=1):
+            outcomes = Parallel(n_jobs=jobs, return_as="generator", batch_size=1)(
+                delayed(_prepare_patient_in_worker)(g, config, cohort.source) for g in groups
+            )
+    lesions: list[LesionData] = []
+    notes: list[str] = []
+    try:
+        with tqdm(
+            total=sum(len(g) for g in groups), desc="preparing lesions", unit="lesion", disable=not progress
+        ) as bar:
+            for group, outs in zip(groups, outcomes, strict=True):
+                for (les, _), out in zip(group, outs, strict=False):  # a failure ends a patient's list
+                    if isinstance(out, _Failed):
+                        raise InputError(
+                            f"lesion {les.key}: {out.problem}",
+                            path=out.path,
+                            field=out.field,
+                            row=out.row,
+                            fix=out.fix,
+                        )
+                    if isinstance(out, str):
+                        notes.append(out)
+                    else:
+                        lesions.append(out)
+                    bar.update(1)
+    finally:
+        close = getattr(outcomes, "close", None)
+        if close is not None:
+            # joblib warns that it cancels the remaining tasks after an error: that is the aim
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                close()
     return lesions, notes
 
 
@@ -592,6 +744,15 @@ class ResponseResults:
     example_cams
         ``{lesion key: {(method, target): (64, 64) normalised CAM}}`` from the first trial in which the
         lesion was a test lesion (for Fig. 5B / Fig. 6).
+    seconds
+        Wall seconds of the parts of :func:`run_trials`: ``"networks"`` (training every trial's networks, and
+        the final networks when asked), ``"feature models"`` (radiomics and gradient pipelines),
+        ``"network predictions and CAMs"``.
+    final_networks
+        ``{network name: AutoencoderClassifier}`` fitted on all lesions (:func:`final_training_data`,
+        ``config.seed``) in the trials' worker pool, when :func:`run_trials` was asked for them
+        (``final_networks=True``, engine trainer); empty otherwise. For
+        :func:`adaptrt.response.final.fit_final_models`.
     """
 
     splits: list[Split]
@@ -601,6 +762,8 @@ class ResponseResults:
     history: list[dict[str, Any]] = field(default_factory=list)
     first_model: Any = None
     example_cams: dict[str, dict[tuple[str, str], NDArray[np.float32]]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    final_networks: dict[str, Any] = field(default_factory=dict)
 
 
 def _stack(items: Sequence[LesionSlices]) -> tuple[NDArray[np.float32], NDArray[np.bool_], NDArray[np.bool_]]:
@@ -632,8 +795,15 @@ def run_trials(
     *,
     progress: bool = False,
     on_trial: Callable[[int, int], None] | None = None,
+    final_networks: bool = False,
 ) -> ResponseResults:
     """Run every model on every split; see the module docstring for the protocol.
+
+    ``final_networks``: with the ``"engine"`` trainer, also train the final networks (all lesions,
+    ``config.seed``: what :func:`adaptrt.response.final.fit_final_models` trains) in the same worker pool as
+    the trials, first, so that the workers finish together and the pool starts once; they are in
+    ``ResponseResults.final_networks``, identical to a separate :func:`~adaptrt.response.engine.fit_fast`
+    call (a model's arithmetic does not depend on the process it runs in). Ignored by the other trainers.
 
     Raises
     ------
@@ -672,14 +842,25 @@ def run_trials(
                 }
             )
 
+    seconds = results.seconds
+    t0 = time.perf_counter()
     networks: dict[tuple[str, int], Any] = {}
+    with_final = final_networks and config.trainer == "engine"
     for name in NETWORK_MODELS:
         if name in config.models:
-            networks.update(_fit_networks(lesions, y, splits, config, name, progress=progress))
+            fitted, final_net = _fit_networks(
+                lesions, y, splits, config, name, progress=progress, final=with_final
+            )
+            networks.update(fitted)
+            if final_net is not None:
+                results.final_networks[name] = final_net
+    seconds["networks"] = time.perf_counter() - t0
+    seconds["feature models"] = seconds["network predictions and CAMs"] = 0.0
 
     for split in tqdm(splits, desc="trials", unit="trial", disable=not progress):
         tr, te = split.train, split.test
         trial_seed = _trial_seed(split)
+        t0 = time.perf_counter()
         for kind in ("radiomics", "gradients"):
             if kind not in config.models:
                 continue
@@ -691,6 +872,8 @@ def run_trials(
                 for test_set in ("mri2", "mri1"):
                     p = pipe.predict_proba(tables[(kind, test_set)][te])[:, 1]
                     record(split.trial, kind, test_set, te, p)
+        t1 = time.perf_counter()
+        seconds["feature models"] += t1 - t0
         for name in NETWORK_MODELS:
             if name not in config.models:
                 continue
@@ -705,6 +888,7 @@ def run_trials(
                 cam_scores,
                 name=name,
             )
+        seconds["network predictions and CAMs"] += time.perf_counter() - t1
         if on_trial is not None:
             on_trial(split.trial, len(splits))
     return results
@@ -714,16 +898,39 @@ def _trial_seed(split: Split) -> int:
     return int(split.seed % (2**31))
 
 
-def _trial_data(lesions: Sequence[LesionData], y: NDArray[np.int64], split: Split) -> Any:
-    """The network's training data (first MRI, augmented) and monitoring data (second MRI) of one split."""
+def _trial_data(
+    lesions: Sequence[LesionData], y: NDArray[np.int64], split: Split, *, monitor: bool = True
+) -> Any:
+    """The network's training data (first MRI, augmented) and monitoring data (second MRI) of one split.
+
+    ``monitor=False``: no monitoring data (the test curves are not computed; training is the same).
+    """
     from .batched import TrialData
 
     xt, mt, _ = _stack([lesions[i].train for i in split.train])
     yt = np.concatenate([np.full(len(lesions[i].train), y[i]) for i in split.train])
+    if not monitor:
+        return TrialData(xt, mt, yt)
     test2 = [lesions[i].test_mri2 for i in split.test]
     xv, mv, _ = _stack(test2)
     yv = np.concatenate([np.full(len(s), y[i]) for s, i in zip(test2, split.test, strict=True)])
     return TrialData(xt, mt, yt, xv, mv, yv)
+
+
+def final_training_data(lesions: Sequence[LesionData]) -> Any:
+    """The final networks' training data: the first-MRI training samples of every lesion, no monitoring data.
+
+    Returns
+    -------
+    adaptrt.response.batched.TrialData
+        ``x`` ``(n, 64, 64)`` float32 in [0, 1], ``mask`` ``(n, 16, 16)`` bool, ``y`` ``(n,)`` int64 (the
+        lesion's label on each of its samples), ``n = sum(len(d.train) for d in lesions)``.
+    """
+    from .batched import TrialData
+
+    xt, mt, _ = _stack([d.train for d in lesions])
+    yt = np.concatenate([np.full(len(d.train), d.label, dtype=np.int64) for d in lesions])
+    return TrialData(xt, mt, yt)
 
 
 def _fit_networks(
@@ -734,8 +941,14 @@ def _fit_networks(
     name: str,
     *,
     progress: bool,
-) -> dict[tuple[str, int], Any]:
-    """Fit the network ``name`` of every split with the trainer ``config.trainer``."""
+    final: bool = False,
+) -> tuple[dict[tuple[str, int], Any], Any]:
+    """Fit the network ``name`` of every split with the trainer ``config.trainer``.
+
+    ``final`` (engine trainer only): also fit the final network (:func:`final_training_data`,
+    ``config.seed``) in the same :func:`~adaptrt.response.engine.fit_fast` call, first (the longest job).
+    Returns the trials' networks and the final network (or None).
+    """
     from tqdm.auto import tqdm
 
     from .batched import fit_many
@@ -745,11 +958,16 @@ def _fit_networks(
     train = network_train_config(config, name)
     seeds = [_trial_seed(s) for s in splits]
     if config.trainer == "engine":
-        data = [_trial_data(lesions, y, s) for s in splits]
+        # the test curves are only read for the first trial (ResponseResults.history): the other trials skip
+        # the per-epoch monitoring pass (a few % of their training time; their networks are the same)
+        data = [_trial_data(lesions, y, s, monitor=i == 0) for i, s in enumerate(splits)]
+        if final:
+            data, seeds = [final_training_data(lesions), *data], [config.seed, *seeds]
         models = fit_fast(
             train, data, seeds, workers=config.workers, compile=config.compile, progress=progress
         )
-        return {(name, s.trial): m for s, m in zip(splits, models, strict=True)}
+        final_model = models.pop(0) if final else None
+        return {(name, s.trial): m for s, m in zip(splits, models, strict=True)}, final_model
     out: dict[tuple[str, int], Any] = {}
     k = config.batch_trials if config.trainer == "batched" else 1
     chunks = [list(range(i, min(i + k, len(splits)))) for i in range(0, len(splits), k)]
@@ -765,7 +983,7 @@ def _fit_networks(
         else:
             models = fit_many(train, data, [seeds[i] for i in chunk])
         out.update({(name, splits[i].trial): m for i, m in zip(chunk, models, strict=True)})
-    return out
+    return out, None
 
 
 def _cam_trial(
