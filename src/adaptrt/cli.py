@@ -474,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=None,
-        help="worker processes of --trainer engine (default: CPU threads)",
+        help="worker processes of the parallel parts: lesion preparation, --trainer engine, the null band "
+        "(default: the CPU threads)",
     )
     rr.add_argument("--seed", type=int, default=0)
     rr.add_argument("--overwrite", action="store_true")
