@@ -137,7 +137,7 @@ def run_cell(strength: float, seed: int, cfg: SweepConfig, *, progress: bool) ->
             "strength": strength,
             "seed": seed,
             "method": r["method"],
-            "target": r["target"],
+            "explains": r["explains"],
             "score": r["score"],
             "mean": r["mean"],
             "chance": r["chance"],
@@ -235,15 +235,19 @@ def figure(cells: list[dict[str, Any]]) -> Any:
             (c["strength"], r["mean"])
             for c in cells
             for r in c["cams"]
-            if r["method"] == m and r["target"] == "true" and r["score"] == "auc"
+            if r["method"] == m and r["explains"] == "non-response" and r["score"] == "auc"
         ]
         if not pts:
             continue
         xs = np.array([p[0] for p in pts]) + (k - 1) * 0.04
         ax.scatter(xs, [p[1] for p in pts], s=14, alpha=0.5, color=f"C{k + 4}")
         means = [np.nanmean([p[1] for p in pts if p[0] == s]) for s in strengths]
-        ax.plot(strengths, means, "-o", color=f"C{k + 4}", label=f"{name}, CAM of the true class")
-    ax.set_title("CAM localisation AUC: CAM inside vs outside the resistant sub-region", fontsize=10)
+        ax.plot(strengths, means, "-o", color=f"C{k + 4}", label=f"{name}, CAM of the non-response class")
+    ax.set_title(
+        "CAM localisation AUC (non-response-class CAM inside vs outside\n"
+        "the resistant sub-region; > 0.5: points at it)",
+        fontsize=10,
+    )
     ax.set_xlabel("signature strength")
     ax.set_xticks(strengths)
     ax.legend(fontsize=7, loc="lower right")
@@ -288,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cache = args.out.with_name(args.out.name + ".cells")
     cache.mkdir(parents=True, exist_ok=True)
-    tag = f"t{cfg.trials}_e{cfg.epochs}_p{cfg.permutations}_se{cfg.size_effect}"
+    tag = f"v2_t{cfg.trials}_e{cfg.epochs}_p{cfg.permutations}_se{cfg.size_effect}"
     cells = []
     started = time.perf_counter()
     for strength in cfg.strengths:

@@ -12,6 +12,7 @@ from adaptrt.response.chance import (
     auc_verdicts,
     cam_verdicts,
     corrected_interval,
+    explained_class,
     permutation_null,
     pixel_features,
 )
@@ -111,6 +112,7 @@ def test_cam_verdicts_use_the_truth_fraction_as_chance():
                     "trial": s.trial,
                     "method": "pixelwise",
                     "target": "true",
+                    "label": 0,
                     "auc": 0.5 + 0.01 * ((k + s.trial) % 3 - 1),
                     "pointing_game": 1.0,
                     "mass_in_truth": 0.3 + 0.01 * k,
@@ -118,10 +120,34 @@ def test_cam_verdicts_use_the_truth_fraction_as_chance():
                 }
             )
     out = {r["score"]: r for r in cam_verdicts(rows, splits, methods=["pixelwise"])}
+    assert {r["explains"] for r in cam_verdicts(rows, splits, methods=["pixelwise"])} == {"non-response"}
     assert out["auc"]["verdict"] == "at chance" and out["auc"]["chance"] == 0.5
     assert out["pointing_game"]["chance"] == pytest.approx(0.3)
     assert out["pointing_game"]["verdict"] == "above chance"
     assert out["mass_in_truth"]["excess"] == pytest.approx(0.01)
+
+
+def test_cams_are_grouped_by_the_class_they_explain():
+    """The true-class CAM of a non-responder and the other-class CAM of a responder both explain
+    non-response: they are pooled; a responder's true-class CAM explains response."""
+    assert explained_class(0, "true") == "non-response" and explained_class(1, "other") == "non-response"
+    assert explained_class(1, "true") == "response" and explained_class(0, "other") == "response"
+    _, _, splits = _cohort()
+    rows = []
+    for s in splits:
+        for label in (0, 1):
+            for target in ("true", "other"):
+                # a network that localises: non-response evidence on the resistant tissue, response away from it
+                auc = 0.8 if explained_class(label, target) == "non-response" else 0.2
+                rows.append(
+                    {"trial": s.trial, "method": "gradcam", "target": target, "label": label, "auc": auc}
+                )
+    out = {r["explains"]: r for r in cam_verdicts(rows, splits, methods=["gradcam"])}
+    assert (
+        out["non-response"]["mean"] == pytest.approx(0.8) and out["non-response"]["verdict"] == "above chance"
+    )
+    assert out["response"]["mean"] == pytest.approx(0.2) and out["response"]["verdict"] == "below chance"
+    assert out["non-response"]["n_lesion_cams"] == 2 * len(splits)
 
 
 def test_pixel_features_are_block_means():

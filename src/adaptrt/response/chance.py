@@ -60,12 +60,14 @@ from ..seeding import SeedLike, as_generator
 from ..splits import Split
 
 __all__ = [
+    "CAM_CLASSES",
     "CHEAP_MODELS",
     "PIXEL_MODEL",
     "NullBand",
     "auc_verdicts",
     "cam_verdicts",
     "corrected_interval",
+    "explained_class",
     "permutation_null",
     "pixel_features",
 ]
@@ -335,16 +337,40 @@ CAM_CHANCE: Mapping[str, float | str] = {
 }
 
 
+#: The classes a CAM can explain, and how its localisation of the radio-resistant sub-region should go if the
+#: network found it: evidence for non-response points at resistant tissue (AUC above 0.5), evidence for
+#: response points away from it (below 0.5).
+CAM_CLASSES: tuple[str, ...] = ("non-response", "response")
+
+
+def explained_class(label: int, target: str) -> str:
+    """The class a CAM row explains: its lesion's true class (``target == "true"``) or the other one."""
+    own = "response" if int(label) == 1 else "non-response"
+    if target == "true":
+        return own
+    return "non-response" if own == "response" else "response"
+
+
 def cam_verdicts(
     cam_rows: Sequence[Mapping[str, Any]], splits: Sequence[Split], *, methods: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """Per CAM method, target class and score: mean, its chance level, the corrected interval of the
-    excess over chance (per-trial means) and the verdict. Rows without the score (no truth) are skipped."""
+    """Per CAM method, explained class and score: mean, its chance level, the corrected interval of the
+    excess over chance (per-trial means) and the verdict. Rows without the score (no truth) are skipped.
+
+    The rows are grouped by the class the CAM explains (:func:`explained_class`: the lesion's true class or
+    the other one), not by "true" / "other": the CAM of the non-response class should point *at* the
+    resistant sub-region in every lesion, responder or not, and the CAM of the response class away from it,
+    so pooling the true-class CAMs of both groups would average two opposite expectations towards chance.
+    """
     ratio = _ratio(splits)
     out = []
     for method in methods:
-        for target in ("true", "other"):
-            rows = [r for r in cam_rows if r["method"] == method and r["target"] == target]
+        for explains in CAM_CLASSES:
+            rows = [
+                r
+                for r in cam_rows
+                if r["method"] == method and explained_class(r["label"], r["target"]) == explains
+            ]
             for score, chance in CAM_CHANCE.items():
                 per_trial: dict[int, list[tuple[float, float]]] = {}
                 for r in rows:
@@ -371,7 +397,7 @@ def cam_verdicts(
                 out.append(
                     {
                         "method": method,
-                        "target": target,
+                        "explains": explains,
                         "score": score,
                         "mean": score_mean,
                         "chance": chance_mean,
@@ -379,6 +405,7 @@ def cam_verdicts(
                         "excess_ci_low": lo,
                         "excess_ci_high": hi,
                         "n_trials": len(excess),
+                        "n_lesion_cams": sum(len(p) for p in per_trial.values()),
                         "verdict": verdict,
                     }
                 )

@@ -518,10 +518,12 @@ def _summary_section(
     for v in verdicts:
         if v["verdict"] != "above chance":
             lines.append(v["sentence"])
-    loc = [c for c in cam_v if c["target"] == "true" and c["score"] == "auc"]
+    loc = [c for c in cam_v if c["explains"] == "non-response" and c["score"] == "auc"]
     if loc:
         lines.append(
-            "CAM localisation of the planted sub-region (AUC inside vs outside, chance 0.5): "
+            "CAM localisation of the planted radio-resistant sub-region by the CAM of the non-response class "
+            "(evidence of resistance; every test lesion, AUC inside vs outside, chance 0.5, above 0.5 if it "
+            "points at the resistant tissue): "
             + "; ".join(
                 f"{c['method']} {c['mean']:.2f} ({c['verdict']}, excess corrected 95 % "
                 f"[{c['excess_ci_low']:+.2f}, {c['excess_ci_high']:+.2f}])"
@@ -662,15 +664,17 @@ def _cam_sections(
     sec2.table(summary)
     if cam_v:
         sec2.text(
-            "Against chance: each score minus its chance level (AUC: 0.5; pointing game and CAM mass in the "
-            "truth: the fraction of the GTV covered by the true sub-region), averaged per trial; the interval "
-            "is the Nadeau–Bengio corrected 95 % interval of that excess over the trials."
+            "Against chance, by the class the CAM explains (over every test lesion, responder or not): the CAM "
+            "of the non-response class should point at the resistant sub-region (above chance), that of the "
+            "response class away from it (below chance). Each score minus its chance level (AUC: 0.5; pointing "
+            "game and CAM mass in the truth: the fraction of the GTV covered by the true sub-region), averaged "
+            "per trial; the interval is the Nadeau–Bengio corrected 95 % interval of that excess over the trials."
         )
         sec2.table(
             [
                 {
                     "method": c["method"],
-                    "target": c["target"],
+                    "CAM of class": c["explains"],
                     "score": c["score"],
                     "mean": _fmt(c["mean"]),
                     "chance": _fmt(c["chance"]),
