@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     for s, net in zip(splits, nets, strict=True):
         pix = _pixel_model().fit(pix_train[s.train], y[s.train])
         for name, items in crops.items():
-            p_net = np.array([float(net.predict_proba(items[i].image, items[i].mask).mean()) for i in s.test])
+            p_net = np.array(
+                [float(net.predict_proba(items[i].image, items[i].mask_bottleneck).mean()) for i in s.test]
+            )
             p_pix = pix.predict_proba(pixel_features([items[i].image for i in s.test]))[:, 1]
             rows.setdefault(("network", name), []).append(_auc(y[s.test], p_net))
             rows.setdefault(("pixels", name), []).append(_auc(y[s.test], p_pix))
