@@ -635,9 +635,10 @@ def _cam_sections(
     scored = any(r.get("n_scored") for r in summary)
     sec2 = report.section("CAMs against the truth and the gradient maps (beyond the paper)")
     if scored:
+        # over both groups only the CAM of one class has one expected direction (see cam_verdicts)
         best = max(
-            (r for r in summary if r["group"] == "all" and r.get("auc") is not None),
-            key=lambda r: r["auc"],
+            (c for c in cam_v if c["explains"] == "non-response" and c["score"] == "auc"),
+            key=lambda c: c["mean"],
             default=None,
         )
         sec2.text(
@@ -646,8 +647,8 @@ def _cam_sections(
             "chance), 'pointing_game' whether the CAM's maximum falls in it, 'mass_in_truth' the share of CAM mass "
             "in it (chance level: 'truth_fraction'). Means over lesions and trials where the score is defined."
             + (
-                f" Highest mean AUC here: {best['method']} for the {best['target']} class "
-                f"({_fmt(best['auc'])})."
+                f" Highest localisation AUC of the non-response-class CAM: {best['method']} "
+                f"({_fmt(best['mean'])}, {best['verdict']})."
                 if best
                 else ""
             )

@@ -910,14 +910,13 @@ def _trial_data(
     """
     from .batched import TrialData
 
-    xt, mt, _ = _stack([lesions[i].train for i in split.train])
-    yt = np.concatenate([np.full(len(lesions[i].train), y[i]) for i in split.train])
+    fit = final_training_data([lesions[i] for i in split.train])
     if not monitor:
-        return TrialData(xt, mt, yt)
+        return fit
     test2 = [lesions[i].test_mri2 for i in split.test]
     xv, mv, _ = _stack(test2)
     yv = np.concatenate([np.full(len(s), y[i]) for s, i in zip(test2, split.test, strict=True)])
-    return TrialData(xt, mt, yt, xv, mv, yv)
+    return TrialData(fit.x, fit.mask, fit.y, xv, mv, yv)
 
 
 def final_training_data(lesions: Sequence[LesionData]) -> Any:
