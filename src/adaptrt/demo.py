@@ -283,12 +283,12 @@ def _response(run: RunFolder, cohort: Cohort, rcfg: ResponseConfig, progress: bo
 
     lesions, notes = prepare_cohort(cohort, rcfg, progress=progress)
     results = run_trials(lesions, rcfg, progress=progress)
-    null = chance_reference(lesions, results, rcfg)
+    nulls = chance_reference(lesions, results, rcfg)
     final = fit_final_models(lesions, rcfg, progress=progress) if rcfg.fit_final else None
-    write_results(run, lesions, notes, results, rcfg, null=null)
+    write_results(run, lesions, notes, results, rcfg, nulls=nulls)
     if final is not None:
         save_final_models(final, run.stage)
-    add_report_sections(run, run.report, lesions, notes, results, rcfg, final=final, null=null)
+    add_report_sections(run, run.report, lesions, notes, results, rcfg, final=final, nulls=nulls)
 
 
 def _drift(run: RunFolder, cohort: Cohort, dcfg: DriftConfig, threshold: float, progress: bool) -> None:

@@ -14,6 +14,7 @@ from adaptrt.response.chance import (
     corrected_interval,
     explained_class,
     permutation_null,
+    permutation_nulls,
     pixel_features,
 )
 from adaptrt.splits import grouped_splits
@@ -69,6 +70,53 @@ def test_null_keeps_the_true_test_labels():
     # (with permuted test labels as well it would scatter around 0.5)
     assert np.mean(np.abs(v - 0.5) > 0.4) > 0.8
     assert nb.low < 0.1 and nb.high > 0.9
+
+
+def test_each_fit_is_scored_on_true_and_permuted_test_labels_by_brute_force():
+    """values: the fit on permuted training labels scored on the true test labels; values_permuted_test: the
+    same fit on the permuted test labels (the classical test); the verdicts' band is their envelope."""
+    from sklearn.metrics import roc_auc_score
+
+    from adaptrt.response.chance import _pixel_model
+    from adaptrt.seeding import as_generator
+
+    x, y, splits = _cohort(n=24)
+    nb = permutation_null({"pixels": (x, x[:, ::-1])}, y, splits, n_permutations=4, seed=3)
+    rng = as_generator(3)
+    for i, yp in enumerate([rng.permutation(y) for _ in range(4)]):
+        true, perm = [], []
+        for s in splits:
+            if yp[s.train].min() == yp[s.train].max():
+                continue
+            p = _pixel_model().fit(x[s.train], yp[s.train]).predict_proba(x[s.test][:, ::-1])[:, 1]
+            true.append(roc_auc_score(y[s.test], p))
+            if yp[s.test].min() != yp[s.test].max():
+                perm.append(roc_auc_score(yp[s.test], p))
+        assert nb.values["pixels"][i] == pytest.approx(np.mean(true))
+        assert nb.values_permuted_test["pixels"][i] == pytest.approx(np.mean(perm))
+    for vals, band in ((nb.values, nb.band_true_test), (nb.values_permuted_test, nb.band_permuted_test)):
+        np.testing.assert_allclose(band, np.quantile(vals["pixels"], [0.05, 0.95]))
+    assert nb.low == min(nb.band_true_test[0], nb.band_permuted_test[0])
+    assert nb.high == max(nb.band_true_test[1], nb.band_permuted_test[1])
+
+
+def test_one_fit_serves_every_test_set():
+    x, y, splits = _cohort()
+    x2 = x + np.random.default_rng(5).normal(size=x.shape)
+    both = permutation_nulls(
+        {"pixels": (x, {"mri2": x2, "mri1": x})}, y, splits, n_permutations=6, seed=2, n_jobs=2
+    )
+    for key, xt in (("mri2", x2), ("mri1", x)):
+        one = permutation_null({"pixels": (x, xt)}, y, splits, n_permutations=6, seed=2)
+        np.testing.assert_allclose(both[key].values["pixels"], one.values["pixels"])
+        np.testing.assert_allclose(
+            both[key].values_permuted_test["pixels"], one.values_permuted_test["pixels"]
+        )
+        assert both[key].observed == pytest.approx(one.observed)
+    with pytest.raises(ValueError, match="same, non-empty test sets"):
+        permutation_nulls(
+            {"pixels": (x, {"mri2": x2}), "gradients": (x, {"mri1": x})}, y, splits, n_permutations=2
+        )
 
 
 def test_a_strong_signal_is_above_the_null_and_verdicts_say_so():

@@ -7,26 +7,36 @@ at AUC 0.5 trial after trial: the trials reuse the same lesions, so their mean w
 10-trial mean AUC under shuffled labels spans roughly 0.31-0.67, issue 14), and the SD over trials is a spread,
 not a standard error. This module gives the two references a reader needs next to Table 1.
 
-The permutation null band (:func:`permutation_null`)
-----------------------------------------------------
+The permutation null band (:func:`permutation_nulls`)
+-----------------------------------------------------
 The labels of the lesions are permuted at random (``n_permutations`` times); for each permutation every
-cheap model is fitted on each trial's training lesions with the **permuted** labels and scored (ROC AUC)
-against the **true** labels of the trial's test lesions, **with the same splits as the study**, and the AUC is
-averaged over the trials, as Table 1 averages it. The 5th-95th percentiles of those means (all cheap models
-pooled) are the 90 % null band: where the mean AUC of a model that learned nothing from the labels falls
-under this protocol on this cohort. Only the training labels are permuted because the test images need not
-be independent of the labels: the second MRI shows the early shrinkage of responders (its volume change alone
-separates the classes with AUC ~0.9 on the default cohort), so a model whose training taught it nothing
-still scores far from 0.5 there, on either side, by how its arbitrary weights happen to line up with that
-shrinkage. Permuting the test labels as well would remove that spread and make such a model look
-"significant"; keeping them puts it into the band. On the first MRI (no such cue) both nulls agree. The
-cheap models (:func:`study_null`) are the study's gradient pipeline
+cheap model is fitted on each trial's training lesions with the **permuted** labels, **with the same splits as
+the study**, and its test AUC is averaged over the trials, as Table 1 averages it, for each test set (the
+second MRI and the first MRI of the test lesions). Each fit is scored twice:
+
+* against the **permuted** test labels (the classical permutation test): the exact null of the whole
+  protocol when the test images are independent of the labels, as the first MRI is under "no signal". It
+  keeps what the trials share: every lesion is a training lesion in some trials and a test lesion in others
+  with the *same* label, so a cohort whose labels happen to line up with some image feature (or against it)
+  moves the mean of every model the same way, and repeated splits add the known anti-learning of
+  cross-validation without signal (a test lesion is missing from its own class's training data). With 50
+  trials this spread is the larger one (e.g. [0.36, 0.64] against [0.41, 0.57] on a negative-control cohort).
+* against the **true** test labels: the second MRI is *not* independent of the label (it shows responders'
+  early shrinkage, which alone separates the classes with AUC ~0.9), so a model whose training taught it
+  nothing still scores far from 0.5 there, on either side, by how its arbitrary weights happen to line up with
+  that shrinkage; permuting the test labels removes that spread.
+
+A model without signal is exposed to both, so the band used for the verdicts is their **envelope** (the
+lower 5th and the higher 95th percentile, all cheap models pooled): 90 % or more of either null lies inside
+it. (On the second MRI the two spreads add up in a model without signal, so the true null can be somewhat
+wider than the envelope; the verdict rule's second condition, the corrected interval, guards that edge.)
+The cheap models (:func:`study_null`) are the study's gradient pipeline
 (:func:`adaptrt.response.features.feature_model`, about 9 ms per fit; the radiomics pipeline, about 12 ms,
 only when gradients were not run) and a pixel baseline (:data:`PIXEL_MODEL`: L2 logistic regression on the 16 × 16
-block means of the unrotated 64 × 64 crop, trained on the first MRI, tested on the second, like the others).
-The network is not refitted per permutation (minutes per fit); its null is taken to be that of the cheap
-models, which see the same splits and test sets. Trials whose permuted training labels hold one class only
-are skipped in that permutation's mean.
+block means of the unrotated 64 × 64 crop, trained on the first MRI, tested on the second and the first, like
+the others). The network is not refitted per permutation (minutes per fit); its null is taken to be that of
+the cheap models, which see the same splits and test sets. Trials whose permuted training labels hold one
+class only are skipped in that permutation's mean.
 
 The corrected interval (:func:`corrected_interval`)
 ---------------------------------------------------
@@ -49,7 +59,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -69,6 +79,7 @@ __all__ = [
     "corrected_interval",
     "explained_class",
     "permutation_null",
+    "permutation_nulls",
     "pixel_features",
 ]
 
@@ -81,23 +92,29 @@ _BLOCK = 4  # 64 × 64 -> 16 × 16 block means
 
 @dataclass(frozen=True)
 class NullBand:
-    """The permutation null of the mean AUC over the study's trials.
+    """The permutation null of the mean AUC over the study's trials, for one test set.
 
     Attributes
     ----------
     low, high
-        The 5th and 95th percentiles of the null means (all cheap models pooled): the 90 % band.
+        The 90 % band used for the verdicts: the envelope of the two constructions below (the lower of their
+        5th percentiles, the higher of their 95th), all cheap models pooled.
     median
-        Their median.
+        The median of all null means (both constructions, all cheap models).
     n_permutations
         Permutations drawn.
     models
         The cheap models refitted.
     values
-        ``{model: (n_permutations,) null mean AUCs}`` (NaN where no trial could be scored).
+        ``{model: (n_permutations,) null mean AUCs}`` scored against the **true** test labels (NaN where no
+        trial could be scored).
     observed
         ``{model: mean AUC with the true labels}`` of the cheap models (the pixel baseline's is reported
         only here).
+    values_permuted_test
+        The same fits scored against the **permuted** test labels.
+    band_true_test, band_permuted_test
+        ``(5th, 95th)`` percentiles of each construction (pooled over the cheap models).
     """
 
     low: float
@@ -107,6 +124,9 @@ class NullBand:
     models: tuple[str, ...]
     values: Mapping[str, NDArray[np.float64]]
     observed: Mapping[str, float]
+    values_permuted_test: Mapping[str, NDArray[np.float64]] = field(default_factory=dict)
+    band_true_test: tuple[float, float] = (math.nan, math.nan)
+    band_permuted_test: tuple[float, float] = (math.nan, math.nan)
 
 
 def pixel_features(images: Sequence[NDArray[np.float32]]) -> NDArray[np.float64]:
@@ -151,39 +171,46 @@ def _auc(y: NDArray[np.int64], p: NDArray[np.float64]) -> float:
     return float(roc_auc_score(y, p))
 
 
-def _mean_auc(
+def _mean_aucs(
     make: Any,
     x_train: NDArray[np.float64],
-    x_test: NDArray[np.float64],
+    x_tests: Mapping[str, NDArray[np.float64]],
     y_fit: NDArray[np.int64],
-    y_test: NDArray[np.int64],
+    y_true: NDArray[np.int64],
     splits: Sequence[Split],
-) -> float:
-    """Mean test AUC over ``splits``: fitted on ``y_fit`` of the training lesions, scored on ``y_test``."""
-    vals = []
+) -> dict[str, tuple[float, float]]:
+    """Per test set, the mean test AUC over ``splits`` of a model fitted on ``y_fit`` of the training
+    lesions: ``(scored on y_true, scored on y_fit)`` of the test lesions. One fit per split serves all."""
+    vals: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in x_tests}
     for s in splits:
         ytr = y_fit[s.train]
         if ytr.min() == ytr.max():
             continue
         model = make()
         model.fit(x_train[s.train], ytr)
-        vals.append(_auc(y_test[s.test], model.predict_proba(x_test[s.test])[:, 1]))
-    arr = np.array(vals, dtype=float)
-    arr = arr[np.isfinite(arr)]
-    return float(arr.mean()) if arr.size else math.nan
+        for key, x_test in x_tests.items():
+            p = model.predict_proba(x_test[s.test])[:, 1]
+            vals[key][0].append(_auc(y_true[s.test], p))
+            vals[key][1].append(_auc(y_fit[s.test], p))
+
+    def mean(v: list[float]) -> float:
+        arr = np.array(v, dtype=float)
+        arr = arr[np.isfinite(arr)]
+        return float(arr.mean()) if arr.size else math.nan
+
+    return {k: (mean(t), mean(q)) for k, (t, q) in vals.items()}
 
 
 def _null_chunk(
     name: str,
     profile: str,
     xa: NDArray[np.float64],
-    xb: NDArray[np.float64],
+    x_tests: Mapping[str, NDArray[np.float64]],
     labels: Sequence[NDArray[np.int64]],
-    y_test: NDArray[np.int64],
+    y_true: NDArray[np.int64],
     splits: Sequence[Split],
-) -> list[float]:
-    """Mean AUC over ``splits`` of the cheap model ``name`` fitted with each training-label vector of
-    ``labels`` and scored against the test labels ``y_test``."""
+) -> list[dict[str, tuple[float, float]]]:
+    """:func:`_mean_aucs` of the cheap model ``name`` for each training-label vector of ``labels``."""
     from .features import feature_model
 
     def make() -> Any:
@@ -194,11 +221,20 @@ def _null_chunk(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)
         warnings.simplefilter("ignore", category=RuntimeWarning)
-        return [_mean_auc(make, xa, xb, yp, y_test, splits) for yp in labels]
+        return [_mean_aucs(make, xa, x_tests, yp, y_true, splits) for yp in labels]
 
 
-def permutation_null(
-    tables: Mapping[str, tuple[NDArray[np.float64], NDArray[np.float64]]],
+def _band(values: Mapping[str, NDArray[np.float64]]) -> tuple[float, float, NDArray[np.float64]]:
+    pooled = np.concatenate([np.asarray(v, dtype=float) for v in values.values()])
+    pooled = pooled[np.isfinite(pooled)]
+    if not pooled.size:
+        return math.nan, math.nan, pooled
+    lo, hi = np.quantile(pooled, [0.05, 0.95])
+    return float(lo), float(hi), pooled
+
+
+def permutation_nulls(
+    tables: Mapping[str, tuple[NDArray[np.float64], Mapping[str, NDArray[np.float64]]]],
     y: NDArray[np.int64],
     splits: Sequence[Split],
     *,
@@ -206,14 +242,17 @@ def permutation_null(
     seed: SeedLike = 0,
     profile: str = "paper",
     n_jobs: int = 1,
-) -> NullBand:
-    """The label-permutation null band of the mean test AUC with the study's splits (module docstring).
+) -> dict[str, NullBand]:
+    """The label-permutation null band of the mean test AUC with the study's splits, per test set (module
+    docstring): every permutation's fits are scored on every test set, against the true and the permuted
+    test labels.
 
     Parameters
     ----------
     tables
-        ``{cheap model: (X_train_timepoint, X_test_timepoint)}``, each ``(n_lesions, n_features)`` in the
-        lesion order of ``y`` (e.g. first-MRI and second-MRI features); keys from :data:`CHEAP_MODELS`.
+        ``{cheap model: (X_train, {test set: X_test})}``, each ``(n_lesions, n_features)`` in the lesion order
+        of ``y`` (e.g. first-MRI features to train, ``{"mri2": ..., "mri1": ...}`` to test); keys from
+        :data:`CHEAP_MODELS`. Every model must list the same test sets.
     y
         ``(n_lesions,)`` labels in {0, 1}.
     splits
@@ -229,45 +268,88 @@ def permutation_null(
 
     Returns
     -------
-    NullBand
+    dict
+        ``{test set: NullBand}``.
 
     Raises
     ------
     ValueError
-        No table, or ``n_permutations < 1``.
+        No table, test sets that differ between models, or ``n_permutations < 1``.
     """
     if not tables:
         raise ValueError("permutation_null needs at least one cheap model's table")
     if n_permutations < 1:
         raise ValueError(f"n_permutations must be >= 1, got {n_permutations}")
+    test_sets = [tuple(xt) for _, xt in tables.values()]
+    if len(set(test_sets)) != 1 or not test_sets[0]:
+        raise ValueError(f"every cheap model must list the same, non-empty test sets, got {test_sets}")
     y = np.asarray(y, dtype=np.int64)
 
     rng = as_generator(seed)
     perms = [rng.permutation(y) for _ in range(n_permutations)]
-    values: dict[str, NDArray[np.float64]] = {}
-    observed: dict[str, float] = {}
-    for name, (xa, xb) in tables.items():
-        observed[name] = _null_chunk(name, profile, xa, xb, [y], y, splits)[0]
+    true_vals: dict[str, dict[str, NDArray[np.float64]]] = {k: {} for k in test_sets[0]}
+    perm_vals: dict[str, dict[str, NDArray[np.float64]]] = {k: {} for k in test_sets[0]}
+    observed: dict[str, dict[str, float]] = {k: {} for k in test_sets[0]}
+    for name, (xa, x_tests) in tables.items():
+        for key, (m, _) in _null_chunk(name, profile, xa, x_tests, [y], y, splits)[0].items():
+            observed[key][name] = m
         if n_jobs > 1 and n_permutations > 1:
             from joblib import Parallel, delayed
 
             chunks = [perms[i::n_jobs] for i in range(n_jobs)]
             parts = Parallel(n_jobs=n_jobs)(
-                delayed(_null_chunk)(name, profile, xa, xb, c, y, splits) for c in chunks if c
+                delayed(_null_chunk)(name, profile, xa, x_tests, c, y, splits) for c in chunks if c
             )
-            # undo the round-robin split so that values[i] belongs to perms[i]
-            vals = np.empty(n_permutations)
+            # undo the round-robin split so that rows[i] belongs to perms[i]
+            rows: list[dict[str, tuple[float, float]]] = [{} for _ in range(n_permutations)]
             for i, part in enumerate(parts):
-                vals[i::n_jobs] = part
-            values[name] = vals
+                rows[i::n_jobs] = part
         else:
-            values[name] = np.array(_null_chunk(name, profile, xa, xb, perms, y, splits))
-    pooled = np.concatenate(list(values.values()))
-    pooled = pooled[np.isfinite(pooled)]
-    low, med, high = (
-        (float(v) for v in np.quantile(pooled, [0.05, 0.5, 0.95])) if pooled.size else (math.nan,) * 3
+            rows = _null_chunk(name, profile, xa, x_tests, perms, y, splits)
+        for key in x_tests:
+            true_vals[key][name] = np.array([r[key][0] for r in rows])
+            perm_vals[key][name] = np.array([r[key][1] for r in rows])
+    out = {}
+    for key in test_sets[0]:
+        t_lo, t_hi, t_all = _band(true_vals[key])
+        p_lo, p_hi, p_all = _band(perm_vals[key])
+        both = np.concatenate([t_all, p_all])
+        out[key] = NullBand(
+            low=float(np.nanmin([t_lo, p_lo])) if both.size else math.nan,
+            high=float(np.nanmax([t_hi, p_hi])) if both.size else math.nan,
+            median=float(np.median(both)) if both.size else math.nan,
+            n_permutations=n_permutations,
+            models=tuple(tables),
+            values=true_vals[key],
+            observed=observed[key],
+            values_permuted_test=perm_vals[key],
+            band_true_test=(t_lo, t_hi),
+            band_permuted_test=(p_lo, p_hi),
+        )
+    return out
+
+
+def permutation_null(
+    tables: Mapping[str, tuple[NDArray[np.float64], NDArray[np.float64]]],
+    y: NDArray[np.int64],
+    splits: Sequence[Split],
+    *,
+    n_permutations: int,
+    seed: SeedLike = 0,
+    profile: str = "paper",
+    n_jobs: int = 1,
+) -> NullBand:
+    """:func:`permutation_nulls` for one test set: ``tables`` is ``{cheap model: (X_train, X_test)}``."""
+    out = permutation_nulls(
+        {k: (xa, {"test": xb}) for k, (xa, xb) in tables.items()},
+        y,
+        splits,
+        n_permutations=n_permutations,
+        seed=seed,
+        profile=profile,
+        n_jobs=n_jobs,
     )
-    return NullBand(low, high, med, n_permutations, tuple(tables), values, observed)
+    return out["test"]
 
 
 def _ratio(splits: Sequence[Split]) -> float:
@@ -421,8 +503,9 @@ def study_null(
     seed: int,
     profile: str = "paper",
     n_jobs: int = 1,
-) -> NullBand | None:
-    """:func:`permutation_null` for a study's lesions (``LesionData``): first-MRI train, second-MRI test.
+) -> dict[str, NullBand] | None:
+    """:func:`permutation_nulls` for a study's lesions (``LesionData``): trained on the first MRI, tested on
+    the second (``"mri2"``) and on the first (``"mri1"``) MRI of the test lesions, as Table 1.
 
     The cheap models are the gradient model (the radiomics model instead when gradients were not run: its
     ~850 wavelet features make it the slowest to refit) and the pixel baseline. None when
@@ -433,17 +516,14 @@ def study_null(
     if n_permutations == 0:
         return None
     y = np.array([d.label for d in lesions], dtype=np.int64)
-    tables: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
+    tables: dict[str, tuple[NDArray[np.float64], dict[str, NDArray[np.float64]]]] = {}
     kinds = ["gradients"] if "gradients" in models else ["radiomics"] if "radiomics" in models else []
     for kind in kinds:
-        if kind in models:
-            x1, names = features_table([d.features[kind]["mri1"] for d in lesions])
-            x2, _ = features_table([d.features[kind]["mri2"] for d in lesions], names)
-            tables[kind] = (x1, x2)
-    tables[PIXEL_MODEL] = (
-        pixel_features([d.test_mri1.image for d in lesions]),
-        pixel_features([d.test_mri2.image for d in lesions]),
-    )
-    return permutation_null(
+        x1, names = features_table([d.features[kind]["mri1"] for d in lesions])
+        x2, _ = features_table([d.features[kind]["mri2"] for d in lesions], names)
+        tables[kind] = (x1, {"mri2": x2, "mri1": x1})
+    p1 = pixel_features([d.test_mri1.image for d in lesions])
+    tables[PIXEL_MODEL] = (p1, {"mri2": pixel_features([d.test_mri2.image for d in lesions]), "mri1": p1})
+    return permutation_nulls(
         tables, y, splits, n_permutations=n_permutations, seed=seed, profile=profile, n_jobs=n_jobs
     )

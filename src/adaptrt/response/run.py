@@ -87,7 +87,7 @@ def run_response_study(
         results = run_trials(lesions, config, progress=progress, final_networks=config.fit_final)
     seconds.update({f"trials: {k}": v for k, v in results.seconds.items()})
     with _timed(seconds, "null band"):
-        null = chance_reference(lesions, results, config)
+        nulls = chance_reference(lesions, results, config)
     with _timed(seconds, "final models"):
         final = (
             fit_final_models(lesions, config, progress=progress, networks=results.final_networks)
@@ -105,7 +105,7 @@ def run_response_study(
         started=started,
     ) as run:
         with _timed(seconds, "results and report"):
-            write_results(run, lesions, notes, results, config, null=null)
+            write_results(run, lesions, notes, results, config, nulls=nulls)
             if final is not None:
                 save_final_models(final, run.stage)
             add_report_sections(
@@ -117,7 +117,7 @@ def run_response_study(
                 config,
                 final=final,
                 truth_note=truth_note,
-                null=null,
+                nulls=nulls,
             )
         run.write_json("results/timings.json", _timings(seconds, config))
     return Path(out)
@@ -153,9 +153,9 @@ def _timings(seconds: Mapping[str, float], config: ResponseConfig) -> dict[str, 
 
 def chance_reference(
     lesions: Sequence[LesionData], results: ResponseResults, config: ResponseConfig
-) -> NullBand | None:
-    """The permutation null band of the mean AUC with the study's splits (:mod:`adaptrt.response.chance`);
-    None when ``config.n_permutations`` is 0."""
+) -> dict[str, NullBand] | None:
+    """The permutation null bands of the mean AUC with the study's splits (:mod:`adaptrt.response.chance`),
+    ``{"mri2": ..., "mri1": ...}`` by test set; None when ``config.n_permutations`` is 0."""
     return study_null(
         lesions,
         results.splits,
@@ -165,6 +165,10 @@ def chance_reference(
         profile=config.profile,
         n_jobs=config.workers or os.cpu_count() or 1,
     )
+
+
+def _null_of(nulls: Mapping[str, NullBand] | None, test_set: str) -> NullBand | None:
+    return None if nulls is None else nulls.get(test_set)
 
 
 def _shown_models(results: ResponseResults) -> dict[str, str]:
@@ -179,11 +183,11 @@ def write_results(
     results: ResponseResults,
     config: ResponseConfig,
     *,
-    null: NullBand | None = None,
+    nulls: Mapping[str, NullBand] | None = None,
 ) -> None:
     """The study's tables (CSV + JSON) and the trial-0 model checkpoint.
 
-    ``null``: the permutation null band (:func:`chance_reference`); with it ``results/chance.csv`` (and
+    ``nulls``: the permutation null bands by test set (:func:`chance_reference`); with them ``results/chance.csv`` (and
     ``results/chance_cams.csv`` for scored CAMs) state each model's verdict against chance.
     """
     run.write_csv("results/metrics_per_trial.csv", results.metric_rows)
@@ -202,22 +206,34 @@ def write_results(
         v
         for test_set in ("mri2", "mri1")
         for v in auc_verdicts(
-            results.metric_rows, results.splits, null, _shown_models(results), test_set=test_set
+            results.metric_rows,
+            results.splits,
+            _null_of(nulls, test_set),
+            _shown_models(results),
+            test_set=test_set,
         )
     ]
     run.write_csv("results/chance.csv", verdicts)
     cam_v = cam_verdicts(results.cam_rows, results.splits, methods=CAM_METHODS)
     if cam_v:
         run.write_csv("results/chance_cams.csv", cam_v)
-    if null is not None:
+    if nulls:
         run.write_csv(
             "results/permutation_null.csv",
             [
-                {"permutation": i, "model": m, "mean_auc": float(v)}
-                for m, vals in null.values.items()
+                {
+                    "permutation": i,
+                    "model": m,
+                    "test_set": test_set,
+                    "mean_auc_true_test_labels": float(v),
+                    "mean_auc_permuted_test_labels": float(nb.values_permuted_test[m][i]),
+                }
+                for test_set, nb in nulls.items()
+                for m, vals in nb.values.items()
                 for i, v in enumerate(vals)
             ],
         )
+    null = _null_of(nulls, "mri2")
     run.write_csv(
         "results/splits.csv",
         [
@@ -261,6 +277,15 @@ def write_results(
                 "n_permutations": 0 if null is None else null.n_permutations,
                 "null_models": [] if null is None else list(null.models),
                 "cheap_models_true_labels": {} if null is None else dict(null.observed),
+                "null_bands": {
+                    test_set: {
+                        "envelope_90": [nb.low, nb.high],
+                        "true_test_labels_90": list(nb.band_true_test),
+                        "permuted_test_labels_90": list(nb.band_permuted_test),
+                        "cheap_models_true_labels": dict(nb.observed),
+                    }
+                    for test_set, nb in (nulls or {}).items()
+                },
                 "verdicts": verdicts,
                 "cams": cam_v,
             },
@@ -286,17 +311,18 @@ def add_report_sections(
     *,
     final: FinalModels | None = None,
     truth_note: str | None = None,
-    null: NullBand | None = None,
+    nulls: Mapping[str, NullBand] | None = None,
 ) -> None:
     """The study's sections of a report (also used by ``adaptrt demo``).
 
     ``final``: the saved final models; ``truth_note``: why a ``truth/lesions.csv`` next to the manifest was
-    ignored (:func:`adaptrt.response.study.read_truth_table`); ``null``: the permutation null band
-    (:func:`chance_reference`), stated next to Table 1 and in the summary at the top.
+    ignored (:func:`adaptrt.response.study.read_truth_table`); ``nulls``: the permutation null bands by
+    test set (:func:`chance_reference`), stated next to Table 1 and in the summary at the top.
     """
     from . import figures as rf
 
     n_resp = sum(d.label for d in lesions)
+    null = _null_of(nulls, "mri2")
     verdicts = auc_verdicts(results.metric_rows, results.splits, null, _shown_models(results))
     cam_v = cam_verdicts(results.cam_rows, results.splits, methods=CAM_METHODS)
     memorised = memorisation_note(results.history)
@@ -444,7 +470,12 @@ def _chance_block(
             f"permutation the cheap models ({', '.join(null.models)}; 'pixels' = logistic regression on the "
             "16×16 block means of the crop) were refitted on every trial's training lesions and scored on its "
             f"test lesions with the SAME {n_trials} splits, and the AUC averaged over the trials as in Table 1. "
-            f"90 % of these null means fall in [{null.low:.2f}, {null.high:.2f}] (median {null.median:.2f}): "
+            "Each fit is scored against the permuted test labels (the classical permutation test: it keeps "
+            "the chance alignment of a cohort's labels with its images, which moves every model's mean the "
+            f"same way; 90 % band [{null.band_permuted_test[0]:.2f}, {null.band_permuted_test[1]:.2f}]) "
+            "and against the true ones (it keeps the second MRI's label-related shrinkage, on which arbitrary "
+            f"weights score far from 0.5; [{null.band_true_test[0]:.2f}, {null.band_true_test[1]:.2f}]). "
+            f"The null band is their envelope, [{null.low:.2f}, {null.high:.2f}] (median {null.median:.2f}): "
             "a model without signal lands there under this protocol on this cohort. The network is not refitted "
             "per permutation (minutes per fit); the cheap models share its splits and test sets. The ± SD "
             "above is the spread over trials that reuse the same lesions, not a standard error; the interval "
@@ -533,7 +564,8 @@ def _summary_section(
         )
     if null is not None:
         lines.append(
-            f"Null band of the mean AUC (label permutations, same splits): [{null.low:.2f}, {null.high:.2f}]."
+            f"Null band of the mean AUC (label permutations, same splits, envelope of the true- and "
+            f"permuted-test-label nulls): [{null.low:.2f}, {null.high:.2f}]."
         )
     if memorised:
         lines.append(memorised)
