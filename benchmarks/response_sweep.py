@@ -22,8 +22,9 @@ Each finished cell is also kept in ``<out>.cells/`` so that an interrupted sweep
 What it costs is printed: per cell (simulate, prepare, trials, null) and in total. This is a benchmark, not
 a test: about 2-4 min per cell on 2 CPU cores with the defaults (15 cells).
 
-Chance: every AUC is judged against its cohort's permutation null band (cheap models refitted on permuted
-labels, same splits) and its corrected interval, with the project's conservative rule
+Chance: every AUC (the pixel baseline's too) is judged against its cohort's permutation null band for its test
+set (cheap models refitted on permuted labels, same splits; the envelope of the permuted- and
+true-test-label nulls, :mod:`adaptrt.response.chance`) and its corrected interval, with the project's conservative rule
 (:func:`adaptrt.response.chance.auc_verdicts`): above chance only when the mean lies above the band *and* the
 interval excludes 0.5. With 5 trials per cohort the band is wide; the sweep's evidence is the pattern over
 strengths and seeds, not one cell.
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
 import tempfile
@@ -68,22 +68,17 @@ def _cell_name(strength: float, seed: int) -> str:
     return f"strength{strength:g}_seed{seed}"
 
 
-def run_cell(strength: float, seed: int, cfg: SweepConfig, *, progress: bool) -> dict[str, Any]:
-    """Simulate one cohort, run the trials and the null band; return the cell's rows and timings."""
-    from adaptrt.io.manifest import read_manifest
-    from adaptrt.response.chance import auc_verdicts, cam_verdicts
+#: Version of the null-band construction stored in a cell; a cached cell of another version gets its null
+#: recomputed (cohort simulated and prepared again, same splits) while its trained models' AUCs are kept.
+NULL_VERSION = 2
+
+
+def _study_config(cfg: SweepConfig) -> Any:
     from adaptrt.response.radiomics import RadiomicsConfig
-    from adaptrt.response.run import chance_reference
-    from adaptrt.response.study import (
-        check_usable_lesions,
-        prepare_cohort,
-        response_config,
-        run_trials,
-    )
-    from adaptrt.simulate.metastases import MetastasisConfig, write_metastasis_cohort
+    from adaptrt.response.study import response_config
 
     rc = response_config("paper")
-    rc = response_config(
+    return response_config(
         "paper",
         n_trials=cfg.trials,
         train=dataclasses.replace(rc.train, epochs=cfg.epochs),
@@ -92,6 +87,16 @@ def run_cell(strength: float, seed: int, cfg: SweepConfig, *, progress: bool) ->
         n_permutations=cfg.permutations,
         workers=cfg.workers,
     )
+
+
+def _prepared_cohort(
+    strength: float, seed: int, cfg: SweepConfig, rc: Any, progress: bool
+) -> tuple[Any, dict]:
+    """Simulate the cell's cohort into a temporary folder and prepare its lesions."""
+    from adaptrt.io.manifest import read_manifest
+    from adaptrt.response.study import check_usable_lesions, prepare_cohort
+    from adaptrt.simulate.metastases import MetastasisConfig, write_metastasis_cohort
+
     sim = MetastasisConfig(signature_strength=strength)
     if cfg.size_effect is not None:
         sim = dataclasses.replace(sim, size_effect=cfg.size_effect)
@@ -105,33 +110,107 @@ def run_cell(strength: float, seed: int, cfg: SweepConfig, *, progress: bool) ->
         lesions, notes = prepare_cohort(cohort, rc, progress=progress)
         check_usable_lesions(cohort, lesions, notes, rc.threshold, manifest=manifest)
         times["prepare_s"] = time.perf_counter() - t0
+    return (lesions, notes), times
+
+
+def _null_part(lesions: Any, splits: Any, rc: Any) -> dict[str, Any]:
+    """The cell's null bands by test set and the pixel baseline's per-trial AUCs (true labels)."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from adaptrt.response.chance import pixel_features, pixel_model
+    from adaptrt.response.run import chance_reference
+    from adaptrt.response.study import ResponseResults
+
+    nulls = chance_reference(lesions, ResponseResults(splits=list(splits)), rc)
+    assert nulls is not None
+    y = np.array([d.label for d in lesions])
+    p1 = pixel_features([d.test_mri1.image for d in lesions])
+    tests = {"mri2": pixel_features([d.test_mri2.image for d in lesions]), "mri1": p1}
+    pix: dict[str, list[float]] = {k: [] for k in tests}
+    for s in splits:
+        model = pixel_model().fit(p1[s.train], y[s.train])
+        for k, x in tests.items():
+            pix[k].append(float(roc_auc_score(y[s.test], model.predict_proba(x[s.test])[:, 1])))
+    return {
+        "null_version": NULL_VERSION,
+        "nulls": {
+            k: {
+                "low": nb.low,
+                "high": nb.high,
+                "true_test": list(nb.band_true_test),
+                "permuted_test": list(nb.band_permuted_test),
+            }
+            for k, nb in nulls.items()
+        },
+        "pixels_per_trial": pix,
+        "test_over_train": float(np.mean([len(s.test) / len(s.train) for s in splits])),
+    }
+
+
+def apply_null(cell: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """The cell's rows with the null bands of ``part``: each model's verdict again (its mean and corrected
+    interval are the trained models'), and the pixel baseline judged by the same rule (its per-trial AUCs)."""
+    from adaptrt.metrics.resampling import chance_verdict, corrected_interval
+
+    rows = [r for r in cell["rows"] if r["model"] != "pixels"]
+    for test_set, aucs in part["pixels_per_trial"].items():
+        mean, lo, hi = corrected_interval(aucs, part["test_over_train"], bounds=(0.0, 1.0))
+        rows.append({"model": "pixels", "test_set": test_set, "mean_auc": mean, "ci_low": lo, "ci_high": hi})
+    for r in rows:
+        band = part["nulls"][r["test_set"]]
+        r["verdict"] = chance_verdict(r["mean_auc"], r["ci_low"], r["ci_high"], band["low"], band["high"])[0]
+        r.update(
+            strength=cell["strength"],
+            seed=cell["seed"],
+            null_low=band["low"],
+            null_high=band["high"],
+            null_true_test=f"[{band['true_test'][0]:.3f}, {band['true_test'][1]:.3f}]",
+            null_permuted_test=f"[{band['permuted_test'][0]:.3f}, {band['permuted_test'][1]:.3f}]",
+        )
+    return {**cell, "rows": rows, **{k: v for k, v in part.items() if k != "pixels_per_trial"}}
+
+
+def refresh_null(cell: dict[str, Any], cfg: SweepConfig, *, progress: bool) -> dict[str, Any]:
+    """Recompute a cached cell's null bands (:data:`NULL_VERSION`): the cohort is simulated and prepared
+    again (deterministic in its seed) and the splits drawn again as the study draws them."""
+    import numpy as np
+
+    from adaptrt.splits import grouped_splits
+
+    rc = _study_config(cfg)
+    (lesions, _), times = _prepared_cohort(cell["strength"], cell["seed"], cfg, rc, progress)
+    y = np.array([d.label for d in lesions])
+    if len(lesions) != cell["n_lesions"] or int(y.sum()) != cell["n_responders"]:
+        raise RuntimeError(
+            f"cell {_cell_name(cell['strength'], cell['seed'])}: the cohort changed since it ran"
+        )
+    groups = np.array([d.lesion.patient_id for d in lesions])
+    splits = grouped_splits(y, groups, n_trials=rc.n_trials, test_size=rc.test_size, seed=rc.seed)
+    t0 = time.perf_counter()
+    part = _null_part(lesions, splits, rc)
+    times["null_s"] = time.perf_counter() - t0
+    return {**apply_null(cell, part), "refresh_times": times}
+
+
+def run_cell(strength: float, seed: int, cfg: SweepConfig, *, progress: bool) -> dict[str, Any]:
+    """Simulate one cohort, run the trials and the null band; return the cell's rows and timings."""
+    from adaptrt.response.chance import auc_verdicts, cam_verdicts
+    from adaptrt.response.study import run_trials
+
+    rc = _study_config(cfg)
+    (lesions, notes), times = _prepared_cohort(strength, seed, cfg, rc, progress)
     t0 = time.perf_counter()
     results = run_trials(lesions, rc, progress=progress)
     times["trials_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    null = chance_reference(lesions, results, rc)
+    part = _null_part(lesions, results.splits, rc)
     times["null_s"] = time.perf_counter() - t0
     names = {k: v for k, v in MODELS.items() if k != "pixels"}
     rows: list[dict[str, Any]] = []
     for test_set in ("mri2", "mri1"):
-        for v in auc_verdicts(results.metric_rows, results.splits, null, names, test_set=test_set):
-            rows.append({k: v[k] for k in ("model", "test_set", "mean_auc", "ci_low", "ci_high", "verdict")})
-    assert null is not None
-    pix = float(null.observed.get("pixels", math.nan))
-    rows.append(
-        {
-            "model": "pixels",
-            "test_set": "mri2",
-            "mean_auc": pix,
-            "ci_low": math.nan,
-            "ci_high": math.nan,
-            "verdict": "above chance"
-            if pix > null.high
-            else ("below chance" if pix < null.low else "at chance"),
-        }
-    )
-    for r in rows:
-        r.update(strength=strength, seed=seed, null_low=null.low, null_high=null.high)
+        for v in auc_verdicts(results.metric_rows, results.splits, None, names, test_set=test_set):
+            rows.append({k: v[k] for k in ("model", "test_set", "mean_auc", "ci_low", "ci_high")})
     cams = [
         {
             "strength": strength,
@@ -148,7 +227,7 @@ def run_cell(strength: float, seed: int, cfg: SweepConfig, *, progress: bool) ->
         for r in cam_verdicts(results.cam_rows, results.splits, methods=tuple(CAMS))
     ]
     train_acc = [float(h["train_acc"]) for h in results.history if h.get("train_acc") is not None]
-    return {
+    cell = {
         "strength": strength,
         "seed": seed,
         "n_lesions": len(lesions),
@@ -159,6 +238,7 @@ def run_cell(strength: float, seed: int, cfg: SweepConfig, *, progress: bool) ->
         "rows": rows,
         "cams": cams,
     }
+    return apply_null(cell, part)
 
 
 def summarise(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -204,8 +284,12 @@ def figure(cells: list[dict[str, Any]]) -> Any:
         (axes[0], "mri2", "test AUC, second MRI (the paper's test)"),
         (axes[1], "mri1", "test AUC, first MRI of held-out lesions"),
     ):
-        lo = [np.mean([c["rows"][0]["null_low"] for c in cells if c["strength"] == s]) for s in strengths]
-        hi = [np.mean([c["rows"][0]["null_high"] for c in cells if c["strength"] == s]) for s in strengths]
+        band = {
+            s: [next(r for r in c["rows"] if r["test_set"] == test_set) for c in cells if c["strength"] == s]
+            for s in strengths
+        }
+        lo = [np.mean([r["null_low"] for r in band[s]]) for s in strengths]
+        hi = [np.mean([r["null_high"] for r in band[s]]) for s in strengths]
         ax.fill_between(strengths, lo, hi, color="0.85", label="90 % permutation null band (mean over seeds)")
         ax.axhline(0.5, color="0.5", lw=0.8, ls=":")
         for k, (m, name) in enumerate(MODELS.items()):
@@ -299,8 +383,20 @@ def main(argv: list[str] | None = None) -> int:
         for seed in cfg.seeds:
             path = cache / f"{_cell_name(strength, seed)}_{tag}.json"
             if path.exists():
-                cells.append(json.loads(path.read_text()))
-                print(f"{_cell_name(strength, seed)}: reused {path}", flush=True)
+                cell = json.loads(path.read_text())
+                if cell.get("null_version") != NULL_VERSION:
+                    t0 = time.perf_counter()
+                    cell = refresh_null(cell, cfg, progress=args.progress)
+                    with atomic_file(path, overwrite=True) as tmp:
+                        tmp.write_text(json.dumps(cell, indent=1))
+                    print(
+                        f"{_cell_name(strength, seed)}: null bands recomputed ({time.perf_counter() - t0:.0f} s), "
+                        f"trained models reused from {path}",
+                        flush=True,
+                    )
+                else:
+                    print(f"{_cell_name(strength, seed)}: reused {path}", flush=True)
+                cells.append(cell)
                 continue
             t0 = time.perf_counter()
             cell = run_cell(strength, seed, cfg, progress=args.progress)
@@ -344,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         sec.text(
             f"{len(cfg.strengths)} strengths × {len(cfg.seeds)} cohort seeds; per cohort {cfg.trials} "
             f"patient-grouped 80/20 splits, the network trained {cfg.epochs} epochs (engine trainer), radiomics "
-            f"without wavelets, null band from {cfg.permutations} label permutations on the same splits. "
+            f"without wavelets, null band from {cfg.permutations} label permutations on the same splits (per test "
+            "set, the envelope of the nulls scored on the permuted and on the true test labels). "
             "Verdicts: above chance only when the mean AUC lies above the cohort's null band and its "
             "Nadeau–Bengio corrected interval excludes 0.5."
         )

@@ -77,7 +77,7 @@ def test_each_fit_is_scored_on_true_and_permuted_test_labels_by_brute_force():
     same fit on the permuted test labels (the classical test); the verdicts' band is their envelope."""
     from sklearn.metrics import roc_auc_score
 
-    from adaptrt.response.chance import _pixel_model
+    from adaptrt.response.chance import pixel_model
     from adaptrt.seeding import as_generator
 
     x, y, splits = _cohort(n=24)
@@ -88,7 +88,7 @@ def test_each_fit_is_scored_on_true_and_permuted_test_labels_by_brute_force():
         for s in splits:
             if yp[s.train].min() == yp[s.train].max():
                 continue
-            p = _pixel_model().fit(x[s.train], yp[s.train]).predict_proba(x[s.test][:, ::-1])[:, 1]
+            p = pixel_model().fit(x[s.train], yp[s.train]).predict_proba(x[s.test][:, ::-1])[:, 1]
             true.append(roc_auc_score(y[s.test], p))
             if yp[s.test].min() != yp[s.test].max():
                 perm.append(roc_auc_score(yp[s.test], p))

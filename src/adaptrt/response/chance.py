@@ -81,6 +81,7 @@ __all__ = [
     "permutation_null",
     "permutation_nulls",
     "pixel_features",
+    "pixel_model",
 ]
 
 #: Name of the pixel baseline in the chance tables.
@@ -150,7 +151,8 @@ def pixel_features(images: Sequence[NDArray[np.float32]]) -> NDArray[np.float64]
     return np.stack(rows)
 
 
-def _pixel_model() -> Any:
+def pixel_model() -> Any:
+    """The pixel baseline: standardised features, L2 logistic regression (C = 0.1, balanced classes)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -215,7 +217,7 @@ def _null_chunk(
 
     def make() -> Any:
         if name == PIXEL_MODEL:
-            return _pixel_model()
+            return pixel_model()
         return feature_model(name, seed=0, profile=profile)  # type: ignore[arg-type]
 
     with warnings.catch_warnings():
